@@ -41,9 +41,9 @@ RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
     && pip uninstall --yes --quiet setuptools wheel \
     && groupadd --system --gid 10001 rollout \
     && useradd --system --uid 10001 --gid 10001 --home-dir /app --shell /usr/sbin/nologin rollout \
-    && install -d -o 10001 -g 10001 /app
-# The working directory is the bot's own: the default SQLite file of a one-replica install
-# (mount a volume here) and a `.env` if one is mounted.
+    && install -d -o 10001 -g 10001 /app /app/data
+# The working directory is the bot's own, with a `.env` if one is mounted; `/app/data` is for
+# a one-replica install's SQLite file (mount a volume there: a new one takes its owner).
 WORKDIR /app
 # `rollout-bot doctor` compares the token's scopes with the manifest's.
 COPY --chown=10001:10001 manifest.yml ./

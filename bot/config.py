@@ -22,9 +22,10 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bot.domain.errors import RolloutError
 from bot.domain.service import DEFAULT_SERVICE, Service
 from bot.logs import password_forms
-from bot.plan_file import load_plan
+from bot.plan_file import load_plan, read_text
 from bot.service_file import load_services
 from bot.settings.github import GitHubSettings
 from bot.settings.metrics import MetricsSettings
@@ -46,7 +47,9 @@ class DatabaseSettings(BaseSettings):
     """Just DATABASE_URL: all that `rollout-bot migrate` needs. Its kinds show their secrets
     masked (`describe`), in their repr too."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
 
     database_url: str = Field(default_factory=default_database_url)
 
@@ -188,7 +191,24 @@ def _problem(error: Mapping[str, Any]) -> str:
 def load_settings(kind: type[S], *, env_file: Path | None = Path(".env")) -> S:
     """Read and validate `Settings` (or `DatabaseSettings`), or raise ConfigError listing
     every problem."""
+    if (unreadable := _unreadable(env_file)) is not None:
+        raise ConfigError([unreadable])
     try:
         return kind(_env_file=env_file)
     except ValidationError as error:
         raise ConfigError([_problem(item) for item in error.errors()]) from None
+
+
+def _unreadable(env_file: Path | None) -> str | None:
+    """Why the `.env` file there is cannot be read, or None (none there, or it reads):
+    pydantic-settings reads it before any setting is checked, and failed with a traceback."""
+    if env_file is None or not env_file.is_file():
+        return None
+    try:
+        read_text(env_file, f"the file {env_file}", RolloutError)
+    except RolloutError as error:
+        return (
+            f"{env_file}: {error.message}; nothing was read from it: save it as UTF-8 text "
+            "that the bot's user may read"
+        )
+    return None

@@ -18,7 +18,7 @@ import logging
 import re
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, unquote_plus, urlsplit
 
 from bot.domain.text import TOKEN_SHAPE
 
@@ -33,10 +33,15 @@ names it whole."""
 
 
 def password_forms(url: str) -> set[str]:
-    """The password inside a URL as the URL writes it (percent-encoded) and as it is meant
+    """The passwords inside a URL (before its host, and a `password` query parameter, where
+    libpq and asyncpg take one) as the URL writes them (percent-encoded) and as they are meant
     (decoded): a line may carry either, and the scrubber must know both."""
-    written = urlsplit(url).password
-    return {written, unquote(written)} if written else set()
+    parts = urlsplit(url)
+    forms = {parts.password, unquote(parts.password)} if parts.password else set()
+    for name, _, written in (pair.partition("=") for pair in parts.query.split("&")):
+        if name == "password" and written:  # a query writes a space as `+`, too
+            forms |= {written, unquote_plus(written)}
+    return forms
 
 
 @contextlib.contextmanager

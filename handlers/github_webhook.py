@@ -35,6 +35,10 @@ MAX_BODY = 25 * 1024 * 1024
 
 _SIGNATURE = re.compile(r"sha256=[0-9a-f]{64}")
 """`X-Hub-Signature-256` as GitHub sends it: anything else cannot match, whatever the body."""
+_DELIVERY = re.compile(r"[\x21-\x7e]{1,64}")
+"""`X-GitHub-Delivery` as GitHub's GUIDs can be (a UUID): printable ASCII, 64 at most. The id is
+outside the signature and is stored: one not UTF-8 (aiohttp keeps its bytes as surrogates)
+cannot be written, and was answered 500 with a traceback."""
 
 
 def signature_matches(secret: bytes, body: bytes, header: str | None) -> bool:
@@ -80,7 +84,7 @@ async def receive(request: web.Request) -> web.Response:
     if event == "ping":
         log.info("webhook ping (hook %s, delivery %s)", payload.get("hook_id"), delivery)
         return web.json_response({"ok": True, "event": "ping"})
-    if not delivery or len(delivery) > 64:
+    if not _DELIVERY.fullmatch(delivery):
         return web.json_response({"error": "missing or invalid X-GitHub-Delivery"}, status=400)
     webhooks = request.app[DIRECTORY].webhooks_of(payload)
     # The id is outside the signature: the body's digest tells the same body sent again.

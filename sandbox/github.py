@@ -176,12 +176,15 @@ class GitHubSimulator(RequestPipeline, LoopbackServer, SimRepository):
 
     def app_installation_id(self, repository: str) -> int | None:
         """The installation id the App's deliveries from `repository` carry: its owner's
-        installation's (None: the App is not installed there, so GitHub sends nothing). Without
-        an App, the sandbox's first installation id (a token-mode bot ignores such requests)."""
+        installation's (None: the App is not installed there, or its installation is suspended,
+        so GitHub sends nothing). Without an App, the sandbox's first installation id (a
+        token-mode bot ignores such requests)."""
         if self.app is None:
             return INSTALLATION_ID
         installation = self.app.installation_of(repository)
-        return None if installation is None else installation.id
+        if installation is None or installation.suspended_at is not None:
+            return None
+        return installation.id
 
     def repository_named(self, full_name: str) -> SimRepository | None:
         """The repository served under `owner/name` (any case, as GitHub), or None."""

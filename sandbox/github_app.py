@@ -12,11 +12,11 @@ repositories, its JWTs and its installation tokens, answered as GitHub documents
   lasts `token_lifetime` (an hour on GitHub; seconds in tests, so a rollout outlives several)
   and then answers 401 "Bad credentials" (so does a token `revoke`d). It acts as the App's bot
   account `<slug>[bot]` and may do what the installation's permissions allow: else 403
-  "Resource not accessible by integration" (the permission each path needs is
-  `needed_permission`). A token minted with `permissions` has those only (422 for one the
-  installation was not granted); with `repositories` (names) or `repository_ids`, it reaches
-  those repositories only (404 for another, as for one its installation cannot see; 422 at
-  the mint for one the installation does not include).
+  "Resource not accessible by integration" (the permission each path needs:
+  `github_app_paths.needed_permission`). A token minted with `permissions` has those only (422
+  for one the installation was not granted); with `repositories` (names) or `repository_ids`,
+  it reaches those repositories only (404 for another, as for one its installation cannot
+  see; 422 at the mint for one the installation does not include).
 - GitHub's packages API takes only a personal access token (classic): an installation token
   gets 404 "Not Found" there, as if the package did not exist, whatever its permissions.
 - The App has one installation per account (an organisation or a user), as on GitHub: the
@@ -27,6 +27,11 @@ repositories, its JWTs and its installation tokens, answered as GitHub documents
   for a repository its installation does not include (another account's, or one not chosen),
   as GitHub does for a repository the installation cannot see. An installation removed
   (`uninstall`) is gone: 404 for it and for its token mint, 401 for the tokens it had.
+- An installation suspended (`suspend`: the App's owner, or the account's, blocks the App's
+  access to the account) is still there (`GET` answers it with `suspended_at` and
+  `suspended_by`), but its token mint answers 403 "This installation has been suspended", as
+  do the calls of the tokens it had, and the App receives no webhook event from the account;
+  `unsuspend` gives its access back.
 
 Times are the wall clock (`time.time`, moved by `advance`): PyGithub signs and refreshes by
 the wall clock, not by the simulator's Actions clock.
@@ -35,7 +40,6 @@ the wall clock, not by the simulator's Actions clock.
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import functools
 import secrets
 import string
@@ -50,6 +54,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bot.services.doctor_app import APP_EVENTS, APP_PERMISSIONS, grants
 from sandbox import github_json as shapes
+from sandbox.github_app_paths import (
+    CLASSIC_TOKEN_ONLY,
+    NO_INSTALLATION_TOKEN,
+    is_app_path,
+    needed_permission,
+    path_matches,
+)
 from sandbox.github_routes import ACTOR, json_response
 
 APP_ID = 1_040_337
@@ -65,58 +76,14 @@ EXP_PAST = (
 )
 EXP_TOO_FAR = "'Expiration time' claim ('exp') is too far in the future"
 NOT_ACCESSIBLE = "Resource not accessible by integration"
+SUSPENDED = "This installation has been suspended"
+"""GitHub's 403 to a suspended installation's token mint and tokens (its "Suspend an app
+installation": "the app's access to the GitHub API or webhook events is blocked")."""
 MAX_JWT_SECONDS = 600
 
 # The bot's App is registered with what github-app.yml asks for; a test may install it with less.
 BOT_PERMISSIONS = dict(APP_PERMISSIONS)
 BOT_EVENTS = tuple(sorted(APP_EVENTS))
-
-# (method, path pattern relative to the API base, permission, level): the first match decides.
-# From GitHub's REST reference ("Fine-grained access tokens" / GitHub App permissions of each
-# endpoint). A path that matches nothing needs no permission (rate_limit, public users).
-_PERMISSIONS = (
-    ("POST", "/repos/*/*/actions/runs/*/pending_deployments", "deployments", "write"),
-    ("POST", "/repos/*/*/actions/runs/*/deployment_protection_rule", "deployments", "write"),
-    ("POST", "/repos/*/*/actions/**", "actions", "write"),
-    ("GET", "/repos/*/*/actions/secrets/**", "secrets", "read"),
-    ("GET", "/repos/*/*/actions/organization-secrets", "secrets", "read"),
-    ("GET", "/repos/*/*/actions/**", "actions", "read"),
-    ("GET", "/repos/*/*/environments/*/secrets/**", "environments", "read"),
-    ("GET", "/repos/*/*/environments/**", "actions", "read"),
-    ("GET", "/repos/*/*/hooks/**", "repository_hooks", "read"),
-    ("GET", "/repos/*/*/deployments/**", "deployments", "read"),
-    ("GET", "/repos/*/*/contents/**", "contents", "read"),
-    ("GET", "/repos/*/*/compare/**", "contents", "read"),
-    ("GET", "/repos/*/*/releases/**", "contents", "read"),
-    ("GET", "/repos/*/*/**", "metadata", "read"),
-)
-_APP_PATHS = ("/app", "/app/**", "/repos/*/*/installation")
-_NO_INSTALLATION_TOKEN = ("/user",)  # a person's endpoints: an App is no person
-_CLASSIC_TOKEN_ONLY = ("/orgs/*/packages/**", "/users/*/packages/**", "/user/packages/**")
-
-
-def path_matches(path: str, pattern: str) -> bool:
-    """Whether `path` matches `pattern` segment by segment: `*` is one segment (or part of
-    one), a last `**` any number of segments, none included (`fnmatch` alone lets `*` cross
-    a `/`: `/repos/*/*/installation` would take `/repos/o/r/environments/installation`)."""
-    parts, wanted = path.strip("/").split("/"), pattern.strip("/").split("/")
-    if wanted[-1] == "**":
-        wanted = wanted[:-1]
-        parts = parts[: len(wanted)]
-    return len(parts) == len(wanted) and all(
-        fnmatch.fnmatchcase(part, want) for part, want in zip(parts, wanted, strict=True)
-    )
-
-
-def needed_permission(method: str, path: str) -> tuple[str, str] | None:
-    for rule_method, pattern, permission, level in _PERMISSIONS:
-        if method == rule_method and path_matches(path, pattern):
-            return permission, level
-    return None
-
-
-def is_app_path(path: str) -> bool:
-    return any(path_matches(path, pattern) for pattern in _APP_PATHS)
 
 
 @functools.cache
@@ -160,6 +127,10 @@ class SandboxInstallation:
     events: tuple[str, ...] = BOT_EVENTS
     installed: bool = True
     """False once removed (`SandboxApp.uninstall`): GitHub answers 404 for it."""
+    suspended_at: float | None = None
+    """When it was suspended (`SandboxApp.suspend`, the App's clock); None: it is not."""
+    suspended_by: str = ""
+    """The login that suspended it."""
 
     def covers(self, repository: str) -> bool:
         """Whether the installation includes `repository` (`owner/name`, any case)."""
@@ -219,6 +190,19 @@ class SandboxApp:
         removed = self.installations[account.casefold()]
         removed.installed = False
         return removed
+
+    def suspend(self, account: str, *, by: str = "") -> SandboxInstallation:
+        """Suspend the installation on `account` (its owner's *Suspend*, or the App's owner's
+        `PUT /app/installations/{id}/suspended`): 403 for its mint and its tokens."""
+        suspended = self.installations[account.casefold()]
+        suspended.suspended_at, suspended.suspended_by = self.now(), by or account
+        return suspended
+
+    def unsuspend(self, account: str) -> SandboxInstallation:
+        """Lift the suspension of the installation on `account`."""
+        lifted = self.installations[account.casefold()]
+        lifted.suspended_at, lifted.suspended_by = None, ""
+        return lifted
 
     def installation_of(self, repository: str) -> SandboxInstallation | None:
         """The installation that includes `repository`, or None (GitHub: 404)."""
@@ -321,7 +305,9 @@ class SandboxApp:
         installation = self.installation_numbered(issued.installation_id)
         if installation is None:  # removed: its tokens went with it
             return 401, "Bad credentials"
-        if path in _NO_INSTALLATION_TOKEN:
+        if installation.suspended_at is not None:
+            return 403, SUSPENDED
+        if path in NO_INSTALLATION_TOKEN:
             return 403, NOT_ACCESSIBLE
         repository = "/".join(path.split("/")[2:4])
         if path_matches(path, "/repos/*/*/**") and not (
@@ -329,7 +315,7 @@ class SandboxApp:
             and (issued.repositories is None or repository_id in issued.repositories)
         ):
             return 404, "Not Found"
-        if any(path_matches(path, pattern) for pattern in _CLASSIC_TOKEN_ONLY):
+        if any(path_matches(path, pattern) for pattern in CLASSIC_TOKEN_ONLY):
             return 404, "Not Found"
         needed = needed_permission(method, path)
         if needed is not None and not grants(issued.permissions, *needed):

@@ -10,7 +10,13 @@ from aiohttp import web
 
 from bot.services.doctor_app import grants
 from sandbox import github_json as shapes
-from sandbox.github_app import BOT_EVENTS, BOT_PERMISSIONS, SandboxApp, SandboxInstallation
+from sandbox.github_app import (
+    BOT_EVENTS,
+    BOT_PERMISSIONS,
+    SUSPENDED,
+    SandboxApp,
+    SandboxInstallation,
+)
 from sandbox.github_json import Json
 from sandbox.github_repository_routes import environment_named
 from sandbox.github_routes import BODY, SimulatorRoutes, invalid, json_response, not_found
@@ -125,13 +131,22 @@ class AppRoutes(AppScopedRoutes):
             "single_file_name": None,
             "has_multiple_single_files": False,
             "single_file_paths": [],
-            "suspended_by": None,
-            "suspended_at": None,
+            "suspended_by": (
+                None
+                if installation.suspended_at is None
+                else shapes.user(urls, installation.suspended_by)
+            ),
+            "suspended_at": (
+                None if installation.suspended_at is None else _iso(installation.suspended_at)
+            ),
         }
 
     async def create_token(self, request: web.Request) -> web.Response:
-        """A token of the installation named (404 for one removed, or of another App)."""
+        """A token of the installation named (404 for one removed, or of another App; 403 for
+        one suspended)."""
         sandbox_app, installation = self.app, self._numbered(request)
+        if installation.suspended_at is not None:
+            return json_response(shapes.error(SUSPENDED, 403), 403)
         requested = _requested_permissions(request)
         if any(
             not grants(installation.permissions, name, level) for name, level in requested.items()

@@ -328,7 +328,9 @@ class HistoryRoutes(SimulatorRoutes):
                 "ahead_by": max(head - base, 0),
                 "behind_by": max(base - head, 0),
                 "total_commits": len(ahead),
-                "commits": [commit_json(urls, c) for c in ahead[:COMPARE_COMMITS]],
+                # Unpaginated, GitHub lists the newest 250 ("the last commit in the list is
+                # the most recent of the entire comparison"), oldest first.
+                "commits": [commit_json(urls, c) for c in ahead[-COMPARE_COMMITS:]],
                 "files": [
                     _file_json(urls, path, commits[head].sha) for path in files[:COMPARE_FILES]
                 ],

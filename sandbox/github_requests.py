@@ -15,7 +15,8 @@ from typing import Any
 from aiohttp import web
 
 from sandbox import github_json as shapes
-from sandbox.github_app import SandboxApp, authenticate_app, is_app_path
+from sandbox.github_app import SandboxApp, authenticate_app
+from sandbox.github_app_paths import is_app_path
 from sandbox.github_faults import (
     SECONDARY_RATE_LIMIT_MESSAGE,
     FaultKind,

@@ -86,6 +86,14 @@ def _parse(url: str) -> URL:
         raise InvalidDatabaseUrl(
             "DATABASE_URL is not a database URL (expected sqlite:///... or postgresql://...)"
         ) from None
+    if parsed.host is not None and "@" in parsed.host:
+        # SQLAlchemy ends the password at its first `@`: the rest would be taken for the host,
+        # and shown as such (masked URLs, a resolver's error), a part of the password in clear.
+        raise InvalidDatabaseUrl(
+            "DATABASE_URL has an `@` in its password (or the user before it), where SQLAlchemy "
+            "ends the password: write each `@` of the password as %40 "
+            "(postgresql://USER:PA%40SS@HOST/DB)"
+        )
     if parsed.port is not None and not 0 < parsed.port < 65536:
         raise InvalidDatabaseUrl(
             f"DATABASE_URL has the port {parsed.port}; a port is 1 to 65535 "
@@ -94,13 +102,24 @@ def _parse(url: str) -> URL:
     return parsed
 
 
+QUERY_PASSWORD = "password"  # noqa: S105 - a query parameter's name, not a password
+"""The query parameter libpq and asyncpg take a password from (`?user=bot&password=…`):
+SQLAlchemy hands asyncpg every query parameter, so that password is the one it signs in with."""
+
+
 def mask_database_url(url: str | URL) -> str:
-    """The URL with its password replaced by `***`, safe for logs and messages."""
+    """The URL with its password replaced by `***` (the one before the host, and the query's
+    `password`), safe for logs and messages."""
     try:
         parsed = url if isinstance(url, URL) else make_url(url.strip())
     except ArgumentError:
         return "<unparsable database URL>"
-    return parsed.render_as_string(hide_password=True)
+    if QUERY_PASSWORD not in parsed.query:
+        return parsed.render_as_string(hide_password=True)
+    masked = parsed.update_query_dict({QUERY_PASSWORD: "***"})
+    # The query's values are rendered percent-encoded; the mask reads as the one before the host.
+    shown = masked.render_as_string(hide_password=True)
+    return shown.replace(f"{QUERY_PASSWORD}=%2A%2A%2A", f"{QUERY_PASSWORD}=***")
 
 
 def normalize_database_url(url: str) -> str:
@@ -111,6 +130,7 @@ def normalize_database_url(url: str) -> str:
     """
     parsed = _parse(url)
     if parsed.drivername in _SQLITE_DRIVERS:
+        _sqlite_file(parsed)
         parsed = parsed.set(drivername=SQLITE_DRIVER)
     elif parsed.drivername in _POSTGRES_DRIVERS:
         parsed = parsed.set(drivername=POSTGRES_DRIVER)
@@ -124,6 +144,19 @@ def normalize_database_url(url: str) -> str:
             f"(got {mask_database_url(parsed)})"
         )
     return parsed.render_as_string(hide_password=False)
+
+
+def _sqlite_file(url: URL) -> None:
+    """Refuse a SQLite URL that names no file: in memory, each process has its own, empty and
+    gone when it exits (`migrate` said "migrated", then `serve` found its own never migrated);
+    with a host (`sqlite://bot.db`), SQLAlchemy refuses it only once it opens it."""
+    if url.host or url.database in (None, "", ":memory:"):
+        but = "a host" if url.host else "a database in memory, each process's own, gone at exit"
+        raise InvalidDatabaseUrl(
+            f"DATABASE_URL names no SQLite file but {but}: write three slashes before a "
+            "relative path (sqlite:///rollout-bot.db), four before an absolute one "
+            "(sqlite:////var/lib/rollout-bot/bot.db)"
+        )
 
 
 def default_database_url() -> str:
@@ -187,10 +220,6 @@ def _bound_statements(engine: AsyncEngine, seconds: float) -> None:
 def _create_sqlite_engine(
     url: URL, engine_options: dict[str, Any], *, busy_s: float
 ) -> AsyncEngine:
-    in_memory = url.database in (None, "", ":memory:")
-    if in_memory:  # one connection every session shares (StaticPool): no pool to size
-        for option in ("pool_size", "max_overflow"):
-            engine_options.pop(option, None)
     connect_args = {"timeout": busy_s, **engine_options.pop("connect_args", {})}
     engine = _create_async_engine(url, connect_args=connect_args, **engine_options)
 
@@ -201,9 +230,8 @@ def _create_sqlite_engine(
         try:
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute(f"PRAGMA busy_timeout={int(busy_s * 1000)}")
-            if not in_memory:
-                cursor.execute("PRAGMA journal_mode=WAL")
-                cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
         finally:
             cursor.close()
 

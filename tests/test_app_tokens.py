@@ -161,6 +161,31 @@ async def test_a_configured_installation_of_another_account_is_named_as_the_fix(
     assert gh.dispatches == []
 
 
+@pytest.mark.parametrize("configured", [False, True])
+async def test_a_repository_taken_out_of_the_installation_says_to_give_it_back(
+    gh: GitHubSimulator, app: SandboxApp, configured: bool
+) -> None:
+    """The account's owner unticks the repository in the installation's repository access
+    (GitHub's "Only select repositories") while the bot runs: GitHub refuses its next token
+    (422). The bot said "GitHub refused it (422: …)" with no fix, or, with
+    GITHUB_APP_INSTALLATION_ID set, that the setting must be the App's installation on the
+    repository (it is). It now names the repository to give back to the installation; once
+    given back, the next call goes."""
+    number = app.installation_id if configured else None
+    async with gateway(gh, credentials(app, installation_id=number)) as github:
+        started = await start(github)
+        app.repositories = {BILLING}  # scriptum/scriptum no longer among them
+        for token in app.issued:
+            app.revoke(token.token)
+        with pytest.raises(GitHubError) as refused:
+            await github.snapshot(started.run_id)
+        app.repositories = None  # given back: every repository of the account
+        assert (await github.snapshot(started.run_id)).run_id == started.run_id
+    said = refused.value.message
+    assert f"does not include {REPOSITORY}" in said, said
+    assert "GITHUB_APP_INSTALLATION_ID must be" not in said, said
+
+
 async def test_permissions_taken_away_since_they_were_read_are_read_again(
     gh: GitHubSimulator, app: SandboxApp
 ) -> None:

@@ -377,3 +377,42 @@ async def test_the_replay_reads_no_chart_series(history: History) -> None:
         reading = await source.measure(window)
         assert reading.figures.sample == 30000
         assert all(bool(metric.series) is charts for metric in reading.metrics), charts
+
+
+async def test_a_window_within_its_tracks_settle_is_not_replayed_yet(
+    run: Callable[..., Any], history: History, tmp_path: Path
+) -> None:
+    """A track with `metrics.settle` is judged live that long after its window's end, when
+    the late figures are in: a replay up to now does not judge a window whose settle has not
+    passed (its last scrapes, or a remote-write store's, may not be in yet), nor extends an
+    INCONCLUSIVE one into it."""
+    plan = yaml.safe_load(history.plan.read_text(encoding="utf-8"))
+    plan["tracks"]["relay"]["metrics"]["settle"] = "15m"
+    path = tmp_path / "plan.yml"
+    path.write_text(yaml.safe_dump(plan), encoding="utf-8")
+    now = WEEK_START + timedelta(days=6, hours=12, minutes=10)
+    args = ["--plan", str(path), "--to", day(7), "--stage", "canary", "--json"]
+
+    status, out, err = await run(*args, "--from", day(6), plan=False, now=now)
+
+    assert status == 0, err
+    stage = json.loads(out)["stages"][0]
+    # 11:30-12:00 ended 10 minutes ago, within the 15m settle: the live gate has not read it.
+    assert stage["windows"] == 23
+    # The quiet hour's INCONCLUSIVE 03:00-03:30: its 15m extension would end at 03:45, 5
+    # minutes before now and within the settle, so the first verdict stands, unextended.
+    quiet = WEEK_START + timedelta(days=3, hours=3, minutes=50)
+    status, out, err = await run(*args, "--from", day(3), plan=False, now=quiet)
+    assert status == 0, err
+    [held] = json.loads(out)["stages"][0]["not_passed"]
+    assert (held["verdict"], held["summary"]) == (
+        "INCONCLUSIVE",
+        "sample 300 is below the minimum of 1000",
+    )
+    assert held["end"] == (quiet - timedelta(minutes=20)).isoformat()
+    status, out, err = await run(*args, "--from", f"{day(6)}T11:30Z", plan=False, now=now)
+    assert (status, out) == (2, "")
+    assert err == (
+        "rollout-bot backtest: no whole 30m window of Hosted relay 5% canary fits between "
+        f"{at(6, 11, 30)} UTC and {at(6, 11, 55)} UTC (its figures settle 15m)\n"
+    )

@@ -127,6 +127,47 @@ async def test_check_config_prints_the_configuration_with_no_secret_visible(
         assert secret not in out + err
 
 
+@pytest.mark.parametrize("command", ["check-config", "migrate", "serve"])
+async def test_a_dotenv_file_that_cannot_be_read_is_one_problem_not_a_traceback(
+    tmp_path: Path, command: str
+) -> None:
+    """A `.env` saved as UTF-16 (Windows' PowerShell writes `>` so) failed every command with a
+    UnicodeDecodeError traceback from pydantic-settings, as did one the bot's user may not read
+    (a root-owned 0600 file mounted into the image, which runs as 10001: here a read that
+    fails with EIO stands for it)."""
+    env = full_env(tmp_path)
+    written = "\n".join(f"{name}={env.pop(name)}" for name in REQUIRED) + "\n"
+    (tmp_path / ".env").write_text(written, encoding="utf-16")
+    code, out, err = await run(command, env=env, cwd=tmp_path)
+    assert code == 2 and out == ""
+    assert "Traceback" not in err
+    assert err == (
+        "configuration problems:\n  - .env: cannot read the file .env: it is not UTF-8 text; "
+        "nothing was read from it: save it as UTF-8 text that the bot's user may read\n"
+    )
+    (tmp_path / ".env").unlink()
+    (tmp_path / ".env").symlink_to("/proc/self/mem")  # a regular file whose read fails
+    code, _, err = await run(command, env=env, cwd=tmp_path)
+    assert code == 2
+    assert "Traceback" not in err
+    assert "  - .env: cannot read the file .env: Input/output error; nothing was read" in err
+
+
+@pytest.mark.parametrize("blank", ["", "  \n"])
+async def test_an_empty_slack_bot_token_is_a_configuration_problem_not_a_traceback(
+    tmp_path: Path, blank: str
+) -> None:
+    """A Kubernetes Secret's key left blank: `check-config` passed it ("(empty)"), and `serve`
+    died of Bolt's BoltError with a traceback, once every other check had passed."""
+    env = full_env(tmp_path)
+    assert (await run("migrate", env=env, cwd=tmp_path))[0] == 0
+    for command in ("check-config", "serve"):
+        code, _, err = await run(command, env=env | {"SLACK_BOT_TOKEN": blank}, cwd=tmp_path)
+        assert code == 2, command
+        assert "Traceback" not in err
+        assert "  - SLACK_BOT_TOKEN: empty: set the Slack app's Bot User OAuth Token" in err
+
+
 async def test_check_config_reads_a_dotenv_file(tmp_path: Path) -> None:
     env = full_env(tmp_path)
     dotenv = "\n".join(f"{name}={env.pop(name)}" for name in REQUIRED)

@@ -511,6 +511,36 @@ async def test_a_database_behind_this_version_fails_with_the_migrate_fix(
     assert line.endswith("run `rollout-bot migrate`")
 
 
+@pytest.mark.postgres
+async def test_a_database_that_takes_no_writes_fails_and_serve_refuses_it(
+    install: Install, empty_postgres_database_url: str
+) -> None:
+    """A read replica (a hot standby, a cluster's reader endpoint) or a database set
+    `default_transaction_read_only`: it answers, its migrations read at head, and every write
+    of the bot fails. The doctor said ✓ and `serve` started on it."""
+    url = empty_postgres_database_url
+    await upgrade(url)
+    async with engine_for_one_task(url) as engine, engine.begin() as connection:
+        name = connection.engine.url.database
+        await connection.exec_driver_sql(
+            f'ALTER DATABASE "{name}" SET default_transaction_read_only = on'
+        )
+    said = (
+        "the database takes no writes (transaction_read_only is on: a read replica, or "
+        "default_transaction_read_only set on the database or its role): point DATABASE_URL "
+        "at the primary"
+    )
+    code, out, _ = await run_doctor(install, DATABASE_URL=url)
+    assert code == 1
+    (line,) = [line for line in out.splitlines() if line.startswith("✗")]
+    assert line.endswith(f"`rollout-bot serve` would refuse it: {said}"), line
+    code, _, err = await run(
+        "serve", env=base_env() | install.env | {"DATABASE_URL": url}, cwd=ROOT
+    )
+    assert code == 2
+    assert err == f"rollout-bot: {said}\n"
+
+
 async def dead_window_timer(database_url: str, *, service: str) -> str:
     """A rollout of `service`, not ended, whose canary's window timer was given up (dead after
     its last attempt); its id."""

@@ -197,6 +197,29 @@ async def test_a_call_the_installation_may_not_make_names_the_permission_to_gran
     ]
 
 
+async def test_a_suspended_installation_fails_the_installation_check_with_the_fix(
+    install: AppInstall,
+) -> None:
+    """GitHub still answers a suspended installation (with its `suspended_at`), and its
+    permissions and events, but refuses its tokens (403 "This installation has been
+    suspended"): the doctor said "✓ … authenticates and is installed" and "✓ … has the 6
+    permissions", then failed a later check with GitHub's bare words, no fix."""
+    install.app.suspend("scriptum", by="octo-admin")
+    failed = [line for line in await lines(install) if line.startswith("✗")]
+    number = install.app.installation_id
+    assert failed[0] == (
+        f"✗ GitHub App rollout-bot is installed on scriptum/scriptum (installation {number}), "
+        "but suspended: whoever suspended it lifts the suspension (the account's Settings → "
+        "GitHub Apps → the App → Configure → Unsuspend; or, when the App's owner suspended it, "
+        "the App's settings → Advanced → Unsuspend): until then GitHub refuses every call of "
+        "the App there (403) and sends it no webhook from that account"
+    ), failed
+    assert all("permission" not in line for line in failed), failed
+    assert all("is suspended" in line for line in failed[1:]), failed
+    install.app.unsuspend("scriptum")
+    assert all(line.startswith("✓") for line in await lines(install))
+
+
 class Receiver(LoopbackServer):
     """Where the App's webhook posts (the bot's `/github/webhook`): answers 202."""
 

@@ -331,6 +331,43 @@ async def test_the_first_call_after_an_uninstall_says_the_app_is_not_installed(
     assert f"the App is not installed on {REPOSITORY} (404)" in next_one.value.message
 
 
+async def test_a_suspended_installation_is_named_as_such_not_as_a_permission_to_grant(
+    gh: GitHubSimulator, app: SandboxApp
+) -> None:
+    """GitHub refuses a suspended installation's token mint and the tokens it had with 403
+    "This installation has been suspended". The bot told the call's 403 as a permission to
+    grant ("the GitHub App needs the permission Actions: Read and Contents: Read"), and the
+    mint's as "GitHub refused it": neither says to lift the suspension. Its calls go on once
+    it is lifted."""
+    owner = REPOSITORY.split("/")[0]
+    app.token_lifetime = timedelta(hours=1)  # the token in hand is the one refused
+    async with gateway(gh, credentials(app)) as github:
+        started = await start(github)
+        await github.snapshot(started.run_id)
+        app.suspend(owner)
+        with pytest.raises(GitHubError) as with_its_token:
+            await github.snapshot(started.run_id)
+        async with gateway(gh, credentials(app)) as restarted:  # a new token is asked for
+            with pytest.raises(GitHubError) as minted:
+                await restarted.snapshot(started.run_id)
+        app.unsuspend(owner)
+        assert waiting_jobs(await github.snapshot(started.run_id)) == FIRST_STAGES
+
+    said = with_its_token.value.message
+    assert said.startswith(
+        f"GitHub refused to read run {started.run_id} (403: This installation has been "
+        "suspended): whoever suspended it lifts the suspension (the account's Settings → GitHub "
+        "Apps → the App → Configure → Unsuspend; or, when the App's owner suspended it, the "
+        "App's settings → Advanced → Unsuspend)"
+    ), said
+    assert "permission" not in said
+    assert minted.value.message.startswith(
+        "Could not get an installation token for the GitHub App, so nothing was sent to read "
+        f"run {started.run_id}: the App's installation on {owner} is suspended (403 This "
+        "installation has been suspended): whoever suspended it lifts the suspension"
+    ), minted.value.message
+
+
 async def test_an_app_installed_again_under_a_new_id_is_found_again_and_its_calls_go_on(
     gh: GitHubSimulator, app: SandboxApp
 ) -> None:

@@ -157,6 +157,39 @@ async def test_a_crashing_ring_trips_the_kill_switch_through_the_rule(box: Sandb
 
 
 @pytest.mark.database_matters
+async def test_a_request_not_sent_while_the_installation_was_suspended_is_answered_after(
+    box: Sandbox,
+) -> None:
+    """GitHub sends a suspended installation's App no webhook (its "Suspend an app
+    installation"), so the 50% job's request never comes; the bot's reads are refused 403
+    meanwhile. Once the suspension is lifted, the bot finds the request from the deployment
+    still waiting (as after a lost delivery) and a Promote answers it."""
+    box.github.set_job_duration("relay-canary-5", timedelta(minutes=10))
+    rollout = await dispatched(box)
+    run = box.github.run(rollout.run_id or 0)
+    await box.wait_until(lambda r: run.job("relay-canary-5").status == "in_progress")
+    app, hook = box.github.app, box.github.app_hook
+    assert app is not None
+    sent = len(hook.deliveries)
+    app.suspend("scriptum")
+    box.clock.advance(timedelta(minutes=11))
+    await box.github.settle()  # the canary ends: the 50% job waits, and GitHub sends nothing
+    assert run.job("relay-rollout-50").status == "waiting"
+    assert len(hook.deliveries) == sent
+
+    def refused() -> int:
+        return sum(1 for request in box.github.requests if request.status == 403)
+
+    before = refused()
+    await box.wait_until(lambda r: refused() > before)  # a poll, refused while suspended
+
+    app.unsuspend("scriptum")
+    await box.wait_until(lambda r: r.track("relay").stage("canary").state is StageState.HOLDING)
+    await box.click("promote", value=await value_of(box, "promote", "relay"))
+    await begun(box, "relay", "half")
+    assert ("relay-rollout-50", "approved") in answers(box, "relay")
+
+
 async def test_a_request_lost_while_the_bot_was_down_is_answered_after_restart(
     box: Sandbox, database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:

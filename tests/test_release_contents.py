@@ -135,7 +135,10 @@ def test_release_contents_say_when_github_listed_less_than_it_counted() -> None:
     assert contents.pull_requests[0].url == f"{PULLS}/249"
     assert "260 commits, at least 250 pull requests* since `v1.4.1`" in summary(contents)
     small_print = json.dumps([b.to_dict() for b in card_blocks(contents)])
-    assert "only the first 250 commits" in small_print
+    assert (
+        "GitHub lists only the newest 250 commits: "
+        "the pull requests of the 10 older commits before them are not shown."
+    ) in small_print
     assert "only 300 changed files and more changed" in small_print
     complete = replace(comparison, total_commits=250, files=files[:10])
     whole = release_contents(tag="v1.4.2", since=since, comparison=complete, plan=PLAN)
@@ -451,6 +454,39 @@ async def test_the_preflight_card_shows_whats_in_the_release_and_lists_it_all(
     assert f"`{MIGRATION}`" in modal and f"`{WORKFLOW}`" in modal
 
 
+async def test_a_release_over_250_commits_lists_the_newest_and_says_the_oldest_are_left_out(
+    box: Sandbox,
+) -> None:
+    # GitHub's reference, "Compare two commits": without a paging parameter "the returned
+    # list is limited to 250 commits, and the last commit in the list is the most recent of
+    # the entire comparison". The pull requests left out are the oldest ten, not the newest.
+    history = box.github.history
+    history.commit("Initial import", at=NOW, author="ana")
+    history.tag("v1.4.1")
+    history.publish("v1.4.1", NOW)
+    for number in range(1, 261):
+        history.squash(f"Change {number}", number, at=NOW, author="dee", files=("a.rs",))
+    history.tag("v1.4.2")
+    repo = f"/repos/{box.github.repository}"
+    status, compared = await _get(box, f"{repo}/compare/v1.4.1...v1.4.2")
+    assert status == 200 and compared["total_commits"] == 260
+    assert len(compared["commits"]) == 250
+    assert compared["commits"][-1]["sha"] == history.tags["v1.4.2"]
+
+    await box.command("start v1.4.2 --flags-ready")
+
+    shown = box.card_message().rendered
+    assert "*260 commits, at least 250 pull requests* since `v1.4.1`" in shown
+    assert "#260> Change 260 by dee" in shown  # the newest pull request is on the card
+    assert (
+        "GitHub lists only the newest 250 commits: "
+        "the pull requests of the 10 older commits before them are not shown."
+    ) in shown
+    stored = (await box.rollout()).preflight.contents
+    assert stored is not None
+    assert [pull.number for pull in stored.pull_requests] == list(range(260, 10, -1))
+
+
 async def test_the_first_release_has_nothing_to_compare_with(box: Sandbox) -> None:
     await box.command("start v1.0.0 --flags-ready")
 
@@ -491,6 +527,53 @@ async def test_the_card_compares_with_the_last_release_the_bot_completed(box: Sa
     assert "*9 commits, 7 pull requests* since `v1.4.1`" in shown
     assert "Compared with the last release the bot completed on every track." in shown
     assert not [r for r in box.github.requests if r.path.endswith("/releases/latest")]
+
+
+async def test_the_comparison_starts_at_the_commit_released_not_where_its_tag_was_moved(
+    box: Sandbox,
+) -> None:
+    # v1.4.1 was released at its first commit, then its tag re-pointed two commits later
+    # (`git tag -f v1.4.1 && git push -f`): those two never went out, and v1.4.2 brings them.
+    history = box.github.history
+    history.commit("Initial import", at=NOW, author="ana")
+    released = history.head
+    history.squash("Add an index on documents", 20, at=NOW, author="bo", files=(MIGRATION,))
+    history.squash("Small fix", 21, at=NOW, author="dee", files=("a.rs",))
+    history.tag("v1.4.1")
+    history.squash("Faster sync", 22, at=NOW, author="cy", files=("b.rs",))
+    history.tag("v1.4.2")
+    store = box.services.rollouts.effects.store
+    await _completed(store, "v1.4.1")
+    live = await store.get("r-1")
+    assert live is not None and released is not None
+    await store.save(replace(live, preflight=replace(live.preflight, tag_commit=released)))
+
+    await box.command("start v1.4.2 --flags-ready")
+
+    shown = box.card_message().rendered
+    assert "*3 commits, 3 pull requests* since `v1.4.1` · :warning: 1 migration" in shown
+    assert "#20> Add an index on documents by bo" in shown
+    [compared] = [r.path for r in box.github.requests if "/compare/" in r.path]
+    assert compared.endswith(f"/compare/{released}...{history.tags['v1.4.2']}")
+
+
+async def test_a_deleted_tag_of_the_last_release_is_compared_from_its_released_commit(
+    box: Sandbox,
+) -> None:
+    _history(box)
+    history = box.github.history
+    released = history.tags.pop("v1.4.1")  # deleted after its release
+    store = box.services.rollouts.effects.store
+    await _completed(store, "v1.4.1")
+    live = await store.get("r-1")
+    assert live is not None
+    await store.save(replace(live, preflight=replace(live.preflight, tag_commit=released)))
+
+    await box.command("start v1.4.2 --flags-ready")
+
+    shown = box.card_message().rendered
+    assert "*9 commits, 7 pull requests* since `v1.4.1`" in shown
+    assert "gone" not in shown
 
 
 async def test_the_release_live_started_again_brings_nothing_new(box: Sandbox) -> None:

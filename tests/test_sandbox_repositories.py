@@ -18,7 +18,7 @@ from test_sandbox_github import START, call, client, dispatch
 from sandbox.clock import ManualClock
 from sandbox.config import RELEASE_MANAGER, SandboxService, numbered_services, write_services
 from sandbox.github import GitHubSimulator
-from sandbox.github_app import SandboxApp
+from sandbox.github_app import SUSPENDED, SandboxApp
 from sandbox.github_json import DOCS_URL
 from sandbox.harness import Sandbox
 from sandbox.workflows import DEPLOYMENT_STRATEGY_WORKFLOW_ID
@@ -262,6 +262,41 @@ async def test_the_apps_webhook_names_each_accounts_installation_and_hears_no_ot
     await dispatch(await call(github.get_repo, "globex/ledger"))
     await gh_app.settle()
     assert to_app == [] and len(to_ledger) > 1
+
+
+async def test_a_suspended_installation_is_answered_but_its_tokens_and_events_are_blocked(
+    gh_app: GitHubSimulator, app: SandboxApp
+) -> None:
+    """GitHub's "Suspend an app installation": the App's "access to the GitHub API or webhook
+    events is blocked for that account". The installation is still answered (`suspended_at`,
+    `suspended_by`), its mint and the tokens it had get 403 "This installation has been
+    suspended", and no event of the account reaches the App; unsuspended, all work again."""
+    to_app: list[dict[str, Any]] = []
+    gh_app.on_event(lambda _, payload: to_app.append(payload))
+    apps = integration(gh_app, app)
+    with_token = client(gh_app, await installation_token(gh_app, app))
+    repository = await call(client(gh_app).get_repo, "scriptum/scriptum")  # a person's token
+
+    app.suspend("scriptum", by="octo-admin")
+    found = await call(apps.get_repo_installation, "scriptum", "scriptum")
+    assert found.suspended_at is not None and found.suspended_by.login == "octo-admin"
+    for refused in (
+        lambda: apps.get_access_token(app.installation_id),
+        lambda: with_token.get_repo("scriptum/scriptum").get_workflow_runs().totalCount,
+    ):
+        with pytest.raises(GithubException) as blocked:
+            await call(refused)
+        assert (blocked.value.status, blocked.value.data["message"]) == (403, SUSPENDED)
+    await dispatch(repository)
+    await gh_app.settle()
+    assert to_app == []
+
+    app.unsuspend("scriptum")
+    assert (await call(apps.get_repo_installation, "scriptum", "scriptum")).suspended_at is None
+    assert (await call(apps.get_access_token, app.installation_id)).token
+    await dispatch(repository)
+    await gh_app.settle()
+    assert to_app
 
 
 async def test_a_request_records_its_tokens_installation_faulted_or_refused(

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
@@ -437,6 +438,38 @@ async def test_a_delivery_without_its_id_is_refused(
     async with http.post(f"{box.url}/github/webhook", data=body, headers=headers) as response:
         assert response.status == 400
         assert "X-GitHub-Delivery" in (await response.json())["error"]
+
+
+@pytest.mark.parametrize("delivery_id", [b"abc\xff\xfe", "d\u00e9j\u00e0".encode(), b"a b"])
+async def test_a_delivery_whose_id_is_no_guid_is_refused_and_changes_nothing(
+    hooked: tuple[Sandbox, GitHubHook], delivery_id: bytes
+) -> None:
+    """`X-GitHub-Delivery` is outside the signature: a signed body of a followed run sent again
+    under an id that is not UTF-8 was answered 500 with a traceback (the id could not be
+    written to the database). An id not shaped as GitHub's GUIDs (printable ASCII) is refused
+    400 like a missing one; a new body under a GitHub-shaped id is still taken in."""
+    box, hook = hooked
+    await dispatched_and_held(box)
+    await hook.settled()
+    sent = hook.sent[-1]
+    headers = github_signature_headers(GITHUB_WEBHOOK_SECRET, sent.body, event=sent.event)
+    del headers["X-GitHub-Delivery"]
+    server = urlsplit(box.url)
+    reader, writer = await asyncio.open_connection(server.hostname, server.port)
+    try:
+        writer.write(
+            b"POST /github/webhook HTTP/1.1\r\nHost: bot\r\nConnection: close\r\n"
+            + b"".join(f"{k}: {v}\r\n".encode() for k, v in headers.items())
+            + b"X-GitHub-Delivery: %b\r\nContent-Length: %d\r\n\r\n%b"
+            % (delivery_id, len(sent.body), sent.body)
+        )
+        answer = await asyncio.wait_for(reader.read(), timeout=10)
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 400 "), answer
+    assert b"X-GitHub-Delivery" in answer
+    again = await hook.post(sent.event, sent.body + b" ")  # a body not taken in before
+    assert (again.status, again.answer["result"]) == (202, "followed"), again.answer
 
 
 async def test_an_approval_on_github_com_moves_the_stage_and_names_the_person(

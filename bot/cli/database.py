@@ -1,6 +1,7 @@
 """The database check `serve` and `migrate` start with: a database that does not answer, or
 whose migrations this binary must not serve on or migrate, or (`serve`) a SQLite file that
-does not exist, is one line on stderr and exit 2, never a traceback."""
+does not exist or a database that takes no writes, is one line on stderr and exit 2, never a
+traceback."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.services.failures import error_summary
 from storage.db import engine_for_one_task, mask_database_url
@@ -43,12 +46,27 @@ async def serve_refusal(database_url: str) -> str | None:
             "migrate` to create a new one"
         )
     async with engine_for_one_task(database_url) as engine:
-        return await schema_problem(engine)
+        return await schema_problem(engine) or await _read_only(engine)
+
+
+async def _read_only(engine: AsyncEngine) -> str | None:
+    """Why the bot could write nothing to the database, or None: a read replica (a hot
+    standby, a cluster's reader endpoint) answers its reads, its migrations read at head, and
+    every write fails, a rollout's first click and the scheduler's first claim among them."""
+    if engine.dialect.name != "postgresql":
+        return None
+    async with engine.connect() as connection:
+        if await connection.scalar(text("SHOW transaction_read_only")) != "on":
+            return None
+    return (
+        "the database takes no writes (transaction_read_only is on: a read replica, or "
+        "default_transaction_read_only set on the database or its role): point DATABASE_URL "
+        "at the primary"
+    )
 
 
 def sqlite_file_missing(database_url: str) -> bool:
     """Whether DATABASE_URL names a SQLite file that does not exist: opening it would create
     an empty one, where a volume was not mounted or in another working directory."""
     url = make_url(database_url)
-    in_a_file = url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
-    return in_a_file and not Path(str(url.database)).exists()
+    return url.get_backend_name() == "sqlite" and not Path(str(url.database)).exists()

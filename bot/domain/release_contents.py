@@ -18,7 +18,8 @@ from pathlib import PurePosixPath
 from bot.domain.plan import RolloutPlan
 
 COMMITS_CAP = 250
-"""GitHub's compare API lists at most 250 commits (`total_commits` still counts them all)."""
+"""GitHub's compare API lists at most 250 commits, the newest ("the last commit in the list is
+the most recent of the entire comparison"; `total_commits` still counts them all)."""
 FILES_CAP = 300
 """... and at most 300 changed files, without saying how many more there are."""
 WORKFLOWS_DIRECTORY = ".github/workflows"
@@ -104,7 +105,8 @@ class ReleaseContents:
     pull_requests: tuple[PullRequest, ...] = ()
     risks: tuple[Risk, ...] = ()
     commits_capped: bool = False
-    """GitHub listed fewer commits than it counted: pull requests may be missing."""
+    """GitHub listed fewer commits than it counted (the newest): the pull requests of the older
+    ones may be missing."""
     files_capped: bool = False
     """GitHub listed its maximum of files: a risky file may be among those not listed."""
     compare_url: str = ""

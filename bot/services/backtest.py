@@ -22,7 +22,7 @@ from bot.domain.durations import format_duration
 from bot.domain.errors import RolloutError
 from bot.domain.gate import GateReason, GateVerdict, Verdict
 from bot.domain.metrics import QueryWindow, Reading, judge
-from bot.domain.plan import PrometheusMetrics, RolloutPlan, Stage, Track
+from bot.domain.plan import PrometheusMetrics, RolloutPlan, Stage, Track, settle_of
 from bot.domain.service import DEFAULT_SERVICE
 from bot.services.ports import WindowMetrics
 
@@ -99,6 +99,9 @@ class StagePlan:
     metrics: PrometheusMetrics
     stage: Stage
     windows: tuple[QueryWindow, ...]
+    until: datetime
+    """Where its windows (and an INCONCLUSIVE one's extension) end by: the range's end, and
+    the track's `settle` before now at the latest, as a live gate reads no sooner."""
 
 
 @dataclass(frozen=True)
@@ -162,7 +165,9 @@ def stages_to_replay(
 def prepare(plan: RolloutPlan, replay: Replay, *, now: datetime) -> PreparedBacktest:
     """The windows `replay` covers. Raises InvalidBacktest for a range that cannot be replayed
     (backwards, in the future, too long, shorter than a window) or a track or stage that
-    cannot (see `stages_to_replay`). A range reaching past `now` ends at `now`."""
+    cannot (see `stages_to_replay`). A range reaching past `now` ends at `now`, and a track
+    with a `settle` replays no window that ends within its settle before `now`: its figures
+    are not all in yet, and the live gate would not have read it."""
     if replay.end <= replay.start:
         raise InvalidBacktest(
             f"the range ends ({_moment(replay.end)}) before it starts ({_moment(replay.start)})"
@@ -172,23 +177,29 @@ def prepare(plan: RolloutPlan, replay: Replay, *, now: datetime) -> PreparedBack
     end = min(replay.end, now)
     chosen, skipped = stages_to_replay(plan, track=replay.track, stage=replay.stage)
     _check_tag(chosen, replay.tag)
-    for _, track, stage in chosen:
-        if replay.start + _length(stage) > end:
+    ends = [min(end, now - settle_of(track.metrics)) for _, track, _ in chosen]
+    for (_, track, stage), until in zip(chosen, ends, strict=True):
+        if replay.start + _length(stage) > until:
+            settled = f" (its figures settle {format_duration(settle_of(track.metrics))})"
             raise InvalidBacktest(
                 f"no whole {format_duration(_length(stage))} window of {track.label} "
-                f"{stage.label} fits between {_moment(replay.start)} and {_moment(end)}"
+                f"{stage.label} fits between {_moment(replay.start)} and {_moment(until)}"
+                + (settled if until < end else "")
             )
-    total = sum((end - replay.start) // _length(stage) for *_, stage in chosen)
+    total = sum(
+        (until - replay.start) // _length(stage)
+        for (*_, stage), until in zip(chosen, ends, strict=True)
+    )
     if total > MAX_WINDOWS:
         raise InvalidBacktest(
             f"the range holds {total:,} windows, more than {MAX_WINDOWS:,}: "
             "shorten it or choose a --track and --stage"
         )
     stages = []
-    for name, track, stage in chosen:
+    for (name, track, stage), until in zip(chosen, ends, strict=True):
         assert isinstance(track.metrics, PrometheusMetrics)  # stages_to_replay chose these
-        windows = tuple(_windows(replay, name, stage, end))
-        stages.append(StagePlan(name, track, track.metrics, stage, windows))
+        windows = tuple(_windows(replay, name, stage, until))
+        stages.append(StagePlan(name, track, track.metrics, stage, windows, until))
     return PreparedBacktest(replay.start, end, tuple(stages), tuple(skipped))
 
 
@@ -204,7 +215,7 @@ async def backtest(
         extension = planned.stage.observe.inconclusive_extension if planned.stage.observe else None
         judged = await asyncio.gather(
             *(
-                _judge(source, planned.plan_track, window, limit, extension, prepared.end)
+                _judge(source, planned.plan_track, window, limit, extension, planned.until)
                 for window in planned.windows
             )
         )

@@ -35,6 +35,14 @@ APP_EVENTS = frozenset(
 _SETTINGS = "the App's settings → Permissions & events"
 _ACCEPT = "then accept the new permissions on the installation (Settings → GitHub Apps → Configure)"
 WEBHOOK_PATH = "/github/webhook"
+UNSUSPEND = (
+    "whoever suspended it lifts the suspension (the account's Settings → GitHub Apps → the App "
+    "→ Configure → Unsuspend; or, when the App's owner suspended it, the App's settings → "
+    "Advanced → Unsuspend): until then GitHub refuses every call of the App there (403) and "
+    "sends it no webhook from that account"
+)
+"""What to do about a suspended installation (GitHub: the App's "access to the GitHub API or
+webhook events is blocked for that account"), said by doctor and by each refused call."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,8 @@ class AppInstallation:
     permissions: Mapping[str, str]
     events: frozenset[str]
     webhook: AppWebhook
+    suspended: bool = False
+    """GitHub answers it with a `suspended_at`: its tokens are refused (403) until lifted."""
 
 
 def grants(permissions: Mapping[str, str], name: str, level: str) -> bool:
@@ -96,12 +106,12 @@ def wrong_installation(installation: AppInstallation, repository: str) -> Findin
 
 
 def installation_findings(installation: AppInstallation, repository: str) -> list[Finding]:
-    """Installed, its permissions, its events, its webhook."""
+    """Installed (and not suspended), its permissions, its events, its webhook."""
+    installed = f"is installed on {repository} (installation {installation.id})"
     findings = [
-        passed(
-            f"GitHub App {installation.slug} authenticates and is installed on {repository} "
-            f"(installation {installation.id})"
-        )
+        failed(f"GitHub App {installation.slug} {installed}, but suspended", UNSUSPEND)
+        if installation.suspended
+        else passed(f"GitHub App {installation.slug} authenticates and {installed}")
     ]
     missing = missing_permissions(installation)
     optional = missing_permissions(installation, walkthrough=True)

@@ -45,7 +45,7 @@ async def read_contents(
         if since is None or since.tag == tag:  # the first release, or the one live: nothing new
             return ReleaseContents(tag=tag, since=since)
         try:
-            comparison = await github.compare(base=since.tag, head=at or tag)
+            comparison = await github.compare(base=_released_at(released, since), head=at or tag)
         except RefNotFound:
             if await github.tag_exists(since.tag):
                 raise  # the tag started is the one GitHub does not know
@@ -56,6 +56,16 @@ async def read_contents(
         log.info("the changes in %s could not be read: %s", tag, error.cause)
         return ReleaseContents(tag=tag, since=since, unread=error.cause)
     return release_contents(tag=tag, since=since, comparison=comparison, plan=plan)
+
+
+def _released_at(released: Rollout | None, since: LastRelease) -> str:
+    """Where the comparison starts: the commit the last release's preflight read its tag at
+    (what was dispatched), not where its tag is now, which may have been moved since (a tag
+    re-pointed after the release would leave what it skipped uncounted and unflagged); the
+    tag itself for the latest GitHub Release, or a release recorded without its commit."""
+    if since.source is Since.ROLLOUT and released is not None and released.preflight.tag_commit:
+        return released.preflight.tag_commit
+    return since.tag
 
 
 async def _instead_of_gone(

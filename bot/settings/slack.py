@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, AnyHttpUrl, BaseModel, SecretStr, field_validator
 
-from bot.config_checks import a_folder, signing_key
+from bot.config_checks import a_folder, given, signing_key
 
 
 class SlackSettings(BaseModel):
@@ -23,3 +23,14 @@ class SlackSettings(BaseModel):
     @classmethod
     def _signing_secret(cls, value: SecretStr | None) -> SecretStr | None:
         return signing_key(value, fix="set the Slack app's Signing Secret (Basic Information)")
+
+    @field_validator("slack_bot_token")
+    @classmethod
+    def _bot_token(cls, value: SecretStr) -> SecretStr:
+        """An empty token (a Secret's key left blank) is no token: Bolt refuses to start
+        without one, a traceback after every other check had passed."""
+        if not given(value):
+            raise ValueError(
+                "empty: set the Slack app's Bot User OAuth Token (OAuth & Permissions, xoxb-...)"
+            )
+        return value

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from sandbox.chaos.checks import Evidence, Outcome
 from sandbox.config import SECRETS
-from sandbox.github_app import SandboxApp, is_app_path
+from sandbox.github_app import SandboxApp
+from sandbox.github_app_paths import is_app_path
 from sandbox.github_requests import RecordedRequest
 from storage.rollout_store import RolloutStore
 

@@ -26,7 +26,7 @@ import functools
 import itertools
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import jwt
@@ -37,29 +37,18 @@ from github.Installation import Installation
 from github.PaginatedList import PaginatedList
 from github.Requester import Requester, WithRequester
 
-from bot.adapters.github.app_tokens import NarrowedAuth, TokenRepository, needed
+from bot.adapters.github.app_tokens import (
+    NarrowedAuth,
+    RepositoryNotIncluded,
+    TokenRepository,
+    needed,
+)
 from bot.domain.errors import GitHubError
 from bot.github_credentials import GitHubApp
 
 T = TypeVar("T")
 
 _log = logging.getLogger(__name__)
-
-_GRANT = (
-    " (the App's settings → Permissions & events; then accept the new permissions on the "
-    "installation: Settings → GitHub Apps → Configure)"
-)
-# The same refusals for a GitHub App: "Resource not accessible by integration" names no
-# permission, so say which one the call needs (GitHub's REST reference, per endpoint).
-APP_HINTS: Mapping[tuple[str, int], str] = {
-    ("dispatch", 403): "the GitHub App needs the permission Actions: Read and write" + _GRANT,
-    ("review", 403): "the GitHub App needs the permission Deployments: Read and write" + _GRANT,
-    ("read", 403): (
-        "the GitHub App needs the permissions Actions: Read and Contents: Read" + _GRANT
-    ),
-    ("secret", 403): "the GitHub App needs the permission Secrets: Read" + _GRANT,
-    ("release", 403): "the GitHub App needs the permission Actions: Read" + _GRANT,
-}
 
 
 class InstallationTokenError(Exception):
@@ -158,10 +147,13 @@ class RepositoryInstallation(Auth.Auth, WithRequester["RepositoryInstallation"])
                         # reduced since they were read), or for the repository by a name it
                         # no longer has (renamed or transferred before this process read its
                         # id): read again, asked once more.
-                        self._forget(self._installation_id)
-                        if self._target.id is None:
-                            self._target.id = self._repository_id(exc)
-                        return self._minted()
+                        try:
+                            self._forget(self._installation_id)
+                            if self._target.id is None:
+                                self._target.id = self._repository_id(exc)
+                            return self._minted()
+                        except GithubException as again:
+                            raise self._excluded(again)  # noqa: B904 - `again` is its context
                     if exc.status != 404 or self.configured_id is not None:
                         raise
                     if self._installation_id is None:
@@ -172,6 +164,19 @@ class RepositoryInstallation(Auth.Auth, WithRequester["RepositoryInstallation"])
                     return self._minted()
             except (GithubException, OSError) as exc:
                 raise InstallationTokenError(exc) from exc
+
+    def _excluded(self, refused: GithubException) -> GithubException:
+        """`refused`, or RepositoryNotIncluded when a mint's 422 comes with no installation of
+        the App on the repository (404): taken out of the installation's repositories."""
+        if refused.status == 422:
+            try:
+                self._looked_up()
+            except GithubException as exc:
+                if exc.status == 404:
+                    return RepositoryNotIncluded(refused.status, refused.data, refused.headers)
+            except OSError:
+                pass  # GitHub did not tell: its refusal as it came
+        return refused
 
     def _forget(self, installation_id: int | None) -> None:
         """Let the tokens in hand and the permissions read go (under the lock)."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from github import Auth
+from github import Auth, GithubException
 from github.InstallationAuthorization import InstallationAuthorization
 
 READS: Mapping[str, str] = {
@@ -49,6 +49,12 @@ def needed(endpoint: str, granted: Mapping[str, str]) -> dict[str, str]:
         for name, level in wanted.items()
         if granted.get(name) in ("read", "write", "admin")
     }
+
+
+class RepositoryNotIncluded(GithubException):
+    """GitHub refused a token for the repository (422) and gives no installation of the App on
+    it (404): the installation's owner took it out of the repositories the App may reach
+    ("Only select repositories"). GitHub's 422 as it came."""
 
 
 @dataclass

@@ -156,6 +156,7 @@ class GitHubInstallReads:
                 slug=installation.slug(),
                 permissions={str(k): str(v) for k, v in (found.permissions or {}).items()},
                 events=frozenset(found.events or ()),
+                suspended=found.suspended_at is not None,
                 webhook=AppWebhook(
                     url=hook.get("url", ""),
                     content_type=hook.get("content_type", ""),

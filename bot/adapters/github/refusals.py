@@ -15,9 +15,11 @@ from github import GithubException, RateLimitExceededException
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
 
 from bot.adapters.github.app_auth import RepositoryInstallation
+from bot.adapters.github.app_tokens import RepositoryNotIncluded
 from bot.adapters.github.budget import UNSAID_WAIT, RequestBudget
 from bot.domain.errors import GitHubRateLimited
 from bot.domain.text import whole_number
+from bot.services.doctor_app import UNSUSPEND
 
 _WEBHOOKS_READ = (
     "the token needs read access to the repository's webhooks (fine-grained token: "
@@ -61,6 +63,23 @@ HINTS: Mapping[tuple[str, int], str] = {
 }
 
 
+_GRANT = (
+    " (the App's settings → Permissions & events; then accept the new permissions on the "
+    "installation: Settings → GitHub Apps → Configure)"
+)
+# The same refusals for a GitHub App: "Resource not accessible by integration" names no
+# permission, so say which one the call needs (GitHub's REST reference, per endpoint).
+APP_HINTS: Mapping[tuple[str, int], str] = {
+    ("dispatch", 403): "the GitHub App needs the permission Actions: Read and write" + _GRANT,
+    ("review", 403): "the GitHub App needs the permission Deployments: Read and write" + _GRANT,
+    ("read", 403): (
+        "the GitHub App needs the permissions Actions: Read and Contents: Read" + _GRANT
+    ),
+    ("secret", 403): "the GitHub App needs the permission Secrets: Read" + _GRANT,
+    ("release", 403): "the GitHub App needs the permission Actions: Read" + _GRANT,
+}
+
+
 # GitHub's words for a ref it has no commit for (the contents API's 404 for a missing tag,
 # branch or commit); a repository it cannot find, or a file not there, is a plain "Not Found".
 _NO_COMMIT = "No commit found for the ref"
@@ -70,12 +89,25 @@ _MISSING_REF = (
 )
 
 
+# GitHub's words for the 403 to a suspended installation's token mint and tokens ("This
+# installation has been suspended", sometimes followed by a link): no permission is missing.
+_SUSPENDED = "installation has been suspended"
+
+
+def suspended(status: int, text: str) -> bool:
+    """Whether GitHub refused a call (or a mint) because the App's installation is suspended."""
+    return status == 403 and _SUSPENDED in text.casefold()
+
+
 def hint(kind: str, status: int, text: str, app_hints: Mapping[tuple[str, int], str]) -> str:
     """What a refusal (`status`, GitHub's words `text`) of an operation of `kind` usually
     means, as a fix ("" when nothing is known): a missing ref is told as one whatever the
-    kind; else the App's hint (`app_hints`, empty in token mode), else the token's."""
+    kind, and a suspended installation as one (not as a permission to grant); else the App's
+    hint (`app_hints`, empty in token mode), else the token's."""
     if status == 404 and text.startswith(_NO_COMMIT):
         return _MISSING_REF
+    if suspended(status, text):
+        return UNSUSPEND
     return app_hints.get((kind, status)) or HINTS.get((kind, status)) or ""
 
 
@@ -130,6 +162,14 @@ def no_token_reason(
             f"{repository.split('/')[0]} with this repository (the App's page → Install App); "
             "the bot finds the installation on its next call."
         )
+    if isinstance(cause, RepositoryNotIncluded):
+        owner = repository.split("/")[0]
+        return (
+            f"the App's installation on {owner} does not include {repository} (422 "
+            f"{scrub(message(cause))}): give it back (the account's Settings → GitHub Apps → "
+            f"the App → Configure → Repository access: add {repository}); the bot's next call "
+            "gets a token for it."
+        )
     if cause.status == 422 and installation.configured_id is not None:
         # The token is asked for the one repository: another installation's is refused.
         return (
@@ -137,6 +177,11 @@ def no_token_reason(
             f"{repository} (422 {scrub(message(cause))}): GITHUB_APP_INSTALLATION_ID must be "
             f"the App's installation on {repository}; set it so, or unset it to have the bot "
             "find it."
+        )
+    if suspended(cause.status, message(cause)):
+        return (
+            f"the App's installation on {repository.split('/')[0]} is suspended (403 "
+            f"{scrub(message(cause))}): {UNSUSPEND}."
         )
     if rate_limited(cause):
         return f"GitHub rate limited the bot ({cause.status}); {reset_hint(cause, budget)}"

@@ -225,8 +225,8 @@ class _Commit(_Answer):
 
 
 class CommitComparison(_Answer):
-    """`GET /repos/{o}/{r}/compare/{base}...{head}`: at most 250 commits (oldest first) and
-    300 files; `total_commits` counts every commit."""
+    """`GET /repos/{o}/{r}/compare/{base}...{head}`: at most 250 commits, the newest of the
+    comparison (listed oldest first), and 300 files; `total_commits` counts every commit."""
 
     html_url: str
     total_commits: int

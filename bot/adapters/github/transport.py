@@ -30,7 +30,6 @@ from github.Repository import Repository
 from pydantic import SecretStr, ValidationError
 
 from bot.adapters.github.app_auth import (
-    APP_HINTS,
     InstallationTokenError,
     RepositoryInstallation,
     TokenRefused,
@@ -42,6 +41,7 @@ from bot.adapters.github.kept import KeptAnswers
 from bot.adapters.github.pages import page_links
 from bot.adapters.github.redirects import checked, get
 from bot.adapters.github.refusals import (
+    APP_HINTS,
     app_credentials_fix,
     held_back,
     hint,

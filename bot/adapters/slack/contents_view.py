@@ -123,9 +123,11 @@ def _small_print(contents: ReleaseContents) -> list[str]:
         source = f"an earlier release than {source} (its tag is gone)"
     notes = [f"Compared with {source}."]
     if contents.commits_capped:
+        # Unpaginated, GitHub lists the newest commits: those left out are the oldest.
+        older = _plural(max(contents.total_commits - COMMITS_CAP, 1), "older commit")
         notes.append(
-            f"GitHub lists only the first {COMMITS_CAP} commits: "
-            "the pull requests of the others are not shown."
+            f"GitHub lists only the newest {COMMITS_CAP} commits: "
+            f"the pull requests of the {older} before them are not shown."
         )
     if contents.files_capped:
         notes.append(
