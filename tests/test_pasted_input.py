@@ -362,3 +362,10 @@ def test_invisible_characters_between_words_are_no_part_of_either(
     typed: str, command: Start | Freeze
 ) -> None:
     assert parse_command(typed) == command
+
+
+@pytest.mark.parametrize("typed", ['"\u200b"', "\u200b", "'\u2060\u200b'"])
+def test_an_override_whose_reason_is_only_invisible_characters_has_none(typed: str) -> None:
+    with pytest.raises(InvalidCommand) as caught:
+        parse_command(f"start v1.4.2 --override-freeze {typed}")
+    assert "An override needs a reason" in caught.value.message

@@ -27,6 +27,7 @@ from bot.domain.text import (
     closing_quote,
     plain_spaces,
     shown,
+    without_invisible_ends,
     words_without_invisible_ends,
 )
 
@@ -235,11 +236,12 @@ def parse_command(text: str) -> Command:
     if subcommand is Subcommand.START:
         return _start(rest)
     if subcommand is Subcommand.KILL:
-        # The kill-switch goes through whatever its reason says; a token pasted in it is not
-        # said in the thread, nor kept.
+        # The kill-switch goes through whatever its reason says: a token pasted in it is not
+        # said in the thread, nor kept, and a long one (a stack trace pasted) is cut, never
+        # refused (in an incident, retyping it would hold the kill-switch back).
         reason = TOKEN_SHAPE.sub(NOT_REPEATED, rest.strip())
         if len(reason) > _MAX_REASON:
-            raise InvalidCommand(f"The kill reason is too long (at most {_MAX_REASON} characters).")
+            reason = reason[: _MAX_REASON - 1].rstrip() + "…"
         return Kill(reason=reason or None)
     if subcommand is Subcommand.FREEZE:
         every, rest = every_service(rest)
@@ -301,8 +303,8 @@ def named_service(text: str, names: Collection[str]) -> tuple[str | None, str, S
 
 def _reason(text: str, what: str) -> str:
     """A reason as typed: it is said in the channel and kept (`parse_command` has refused a
-    token in it)."""
-    reason = text.strip().strip(_QUOTES).strip()
+    token in it); quotes and invisible characters around it are no part of it."""
+    reason = without_invisible_ends(text.strip().strip(_QUOTES)).strip()
     if len(reason) > _MAX_REASON:
         raise InvalidCommand(f"The {what} reason is too long (at most {_MAX_REASON} characters).")
     return reason
