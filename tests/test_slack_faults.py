@@ -55,10 +55,9 @@ async def holding(box: Sandbox) -> str:
     await dispatched(box)
     await both_holding(box)
     outbox = OutboxStore(box.services.database.sessions)
-    for _ in range(200):
-        if not await outbox.pending():
-            break
-        await asyncio.sleep(0.05)
+    async with asyncio.timeout(30):  # a loaded machine's outbox: waited for, never passed by
+        while await outbox.pending():
+            await asyncio.sleep(0.05)
     return await value_of(box, "promote", "relay")
 
 
