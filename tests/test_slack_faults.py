@@ -34,7 +34,7 @@ from test_exactly_once import (
 from bot.domain.rollout import TrackState
 from handlers.errors import INTERRUPTED, UNANSWERED, ResponseUrlUses, explain
 from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER, SLACK_SIGNING_SECRET
-from sandbox.harness import Sandbox
+from sandbox.harness import LOOK_AGAIN, Sandbox
 from sandbox.signing import slack_signature_headers
 from storage.outbox import OutboxStore
 
@@ -56,8 +56,8 @@ async def holding(box: Sandbox) -> str:
     await both_holding(box)
     outbox = OutboxStore(box.services.database.sessions)
     async with asyncio.timeout(30):  # a loaded machine's outbox: waited for, never passed by
-        while await outbox.pending():
-            await asyncio.sleep(0.05)
+        while await outbox.pending():  # a post comes a moment before its delivery's record
+            await box.slack.changed(timeout=LOOK_AGAIN)
     return await value_of(box, "promote", "relay")
 
 
