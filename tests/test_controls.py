@@ -370,6 +370,15 @@ async def test_extend_by_a_typed_duration_through_the_modal(
         assert "is not a duration (use 90s, 30m or 1h)" in refused["errors"]["duration"]
         too_long = await box.submit_view(view_id, typed("800h"))
         assert "longer than" in too_long["errors"]["duration"]
+        token = "npm_" + "T0k3n" * 7 + "X"  # 40 characters, as many as the field takes
+        pasted = await box.submit_view(view_id, typed(token))
+        assert "'[a token, not repeated]' is not a duration" in pasted["errors"]["duration"]
+        # Each refusal audited as a command's is (none was), with what was said, not the token.
+        refused = await audit_results(box, before.id, "form:extend_by", 3)
+        assert refused == ["invalid_command"] * 3
+        events = await box.audit.list_for_actor(RELEASE_MANAGER)
+        assert "is not a duration" in str([e.detail for e in events])
+        assert token[4:] not in repr(events)
         assert await box.submit_view(view_id, typed("45m")) == {}
 
         moved = await box.wait_until(
