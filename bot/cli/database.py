@@ -56,7 +56,11 @@ async def _read_only(engine: AsyncEngine) -> str | None:
     if engine.dialect.name != "postgresql":
         return None
     async with engine.connect() as connection:
-        if await connection.scalar(text("SHOW transaction_read_only")) != "on":
+        # A locking read: a pooler that balances reads (Pgpool-II) sends it to the primary,
+        # where the writes go, never to a standby that would answer "on" (a plain SHOW is a
+        # read it may balance).
+        setting = "SELECT current_setting('transaction_read_only') FOR UPDATE"
+        if await connection.scalar(text(setting)) != "on":
             return None
     return (
         "the database takes no writes (transaction_read_only is on: a read replica, or "
