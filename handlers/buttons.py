@@ -48,6 +48,7 @@ from bot.services.directory import ServiceDirectory
 from bot.services.requests import Origin
 from bot.services.telemetry import Telemetry
 from handlers.errors import Listener, acknowledged, explain, failure_outcome, opens_form
+from handlers.form_refusals import audit_form
 from handlers.origin import card_of, click_origin, form_origin
 from handlers.payloads import BlockActions, ViewSubmission, parse
 from handlers.routing import Routes
@@ -269,6 +270,7 @@ SUBMISSIONS: dict[Callback, Submission[Any, Any]] = {
             by=by,
             control=Control.EXTEND_BY,
         ),
+        control=Control.EXTEND_BY,
     ),
     Callback.REDEPLOY: Submission(
         RedeployMetadata,
@@ -363,11 +365,10 @@ def _submitted(directory: ServiceDirectory, submission: Submission[Any, Any]) ->
         if block is None and metadata is None:
             await ack(response_action="update", view=control_views.notice_modal(_FOREIGN_FORM))
             return
+        origin = form_origin(form, request, channel_id=metadata.channel_id if metadata else None)
+        name, refused = submission.control or form.view.callback_id, None
         try:
-            async with directory.refusal_audited(
-                form_origin(form, request, channel_id=metadata.channel_id if metadata else None),
-                submission.control or form.view.callback_id,
-            ):
+            async with directory.refusal_audited(origin, name):
                 controls = await _form_controls(directory, metadata)
         except ServiceNotConfigured as gone:  # a form of a service removed since it opened
             await ack(response_action="update", view=control_views.notice_modal(gone.message))
@@ -383,6 +384,8 @@ def _submitted(directory: ServiceDirectory, submission: Submission[Any, Any]) ->
             errors = {block: plain_answer(refused)} if refused is not None and block else errors
         if typed is None or errors or metadata is None:
             await ack(response_action="errors", errors=errors)
+            if metadata is not None and refused != _CHECK_SLOW:  # as a refused command is
+                await audit_form(controls.audited, origin, name, metadata, refused, errors)
             return
         await ack()
         await _answer_form(

@@ -25,6 +25,11 @@ from bot.domain.text import clean_text
 Text = Annotated[str, StringConstraints(max_length=4000), AfterValidator(clean_text)]
 """Free text (a command's text, a button's value): cleaned of what the database cannot store."""
 
+CommandText = Annotated[str, StringConstraints(max_length=20_000), AfterValidator(clean_text)]
+"""A slash command's text: the 4,000 characters Slack takes as typed, each `&` of them sent as
+`&amp;` (`<`, `>` as `&lt;`, `&gt;`), so up to five times as long; what the parser refuses
+then is answered as any refusal, in words."""
+
 SlackId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9]{1,32}$")]
 """A user, team or user-group id (`U0RELMGR01`): it is stored in 32 characters."""
 
@@ -49,7 +54,7 @@ class SlashCommand(_Part):
     """A `/rollout` invocation (form-encoded)."""
 
     command: Text
-    text: Text = ""
+    text: CommandText = ""
     user_id: SlackId
     channel_id: ChannelId
     response_url: ResponseUrl

@@ -232,6 +232,23 @@ async def test_a_slash_command_text_with_nul_is_answered_not_crashed(
     assert tracebacks(caplog) == []
 
 
+async def test_a_command_slack_sends_longer_once_escaped_is_answered_clearly(
+    box: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Slack takes 4,000 typed characters and sends each `&`, `<`, `>` of them as an entity
+    (`&lt;` is four): 2,005 typed arrive as 8,005, which the bot refused as no Slack request
+    (HTTP 400: Slack shows the person its own failure, nothing audited)."""
+    typed = "lock " + "<>" * 1000
+    answer = await box.command(typed)
+    assert "The lock reason is too long (at most 500 characters)." in answer, answer
+    assert (await box.services.lane.state()).lock is None
+    (refused,) = [
+        e for e in await box.audit.list_for_actor(RELEASE_MANAGER) if e.action == "command:lock"
+    ]
+    assert refused.result == "invalid_command"
+    assert tracebacks(caplog) == []
+
+
 async def test_a_webhook_about_a_run_id_beyond_64_bits_is_ignored(
     box: Sandbox, caplog: pytest.LogCaptureFixture
 ) -> None:

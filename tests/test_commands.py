@@ -90,7 +90,6 @@ def test_parses_every_subcommand(text: str, command: Command) -> None:
         ("npm-token x", "the usage is `/rollout npm-token`"),
         ("history v1 v2", "the usage is `/rollout history [tag]`"),
         ("report 7d 30d", "Unexpected `30d`: the usage is `/rollout report [period]`."),
-        ("kill " + "x" * 501, "The kill reason is too long (at most 500 characters)."),
         ("`rm", "`'rm` is not a /rollout subcommand."),
     ],
 )
@@ -99,6 +98,17 @@ def test_invalid_commands_say_what_is_wrong(text: str, message: str) -> None:
         parse_command(text)
     assert message in caught.value.message
     assert type(caught.value) is InvalidCommand
+
+
+def test_a_kill_with_a_long_reason_goes_through_its_reason_cut() -> None:
+    """A stack trace pasted as the reason: the kill-switch is never held back to retype it."""
+    trace = "Traceback (most recent call last): " + "frame " * 200
+
+    command = parse_command("kill " + trace)
+
+    assert isinstance(command, Kill) and command.reason is not None
+    assert len(command.reason) == 500 and command.reason.endswith("…")
+    assert command.reason.startswith("Traceback (most recent call last): frame")
 
 
 @pytest.mark.parametrize(

@@ -494,3 +494,26 @@ async def test_a_freeze_end_in_a_zone_the_bot_does_not_know_is_refused(sandbox: 
     assert "Slack time zone" not in said, said
     (freeze,) = await sandbox.services.lane.holds.current()
     assert freeze.until == datetime.combine(day, time(18), UTC) + timedelta(hours=6)
+
+
+async def test_an_override_form_refused_for_its_reason_is_audited_and_changes_nothing(
+    sandbox: Sandbox,
+) -> None:
+    """A form answered with its field errors had no audit event, though every command, click
+    and form is one (a `/rollout start ... --override-freeze ""` is audited `invalid_command`)."""
+    _, value = await refused_dispatch(sandbox)
+    view_id = await open_override(sandbox, value)
+
+    empty = await sandbox.submit_view(view_id, typed_reason("   "))
+
+    assert empty["errors"] == {REASON_BLOCK: "An override needs a reason."}
+    assert sandbox.github.dispatches == []
+    assert (await sandbox.rollout()).phase is Phase.PREFLIGHT
+    rollout = await sandbox.rollout()
+    assert await audit_results(sandbox, rollout.id, "form:override_freeze", 1) == [
+        "invalid_command"
+    ]
+    events = await sandbox.audit.list_for_actor(RELEASE_MANAGER)
+    assert [e.action for e in events if e.action.startswith("form:")] == ["form:override_freeze"]
+    (refused,) = [e for e in events if e.action == "form:override_freeze"]
+    assert (refused.detail or {}).get("why") == "An override needs a reason.", refused.detail

@@ -22,7 +22,7 @@ from test_prometheus import prometheus_plan
 
 from bot.domain.errors import InvalidCommand, InvalidTag
 from bot.domain.rollout import CheckState
-from bot.domain.rollout_command import Start, Subcommand, named_service, parse_command
+from bot.domain.rollout_command import Freeze, Start, Subcommand, named_service, parse_command
 from bot.domain.unfollowed_runs import release_tag
 from sandbox.config import (
     GITHUB_TOKEN,
@@ -307,3 +307,65 @@ def test_a_command_pasted_with_invisible_characters_is_the_command(typed: str) -
         "relay",
         Subcommand.START,
     )
+
+
+@pytest.mark.parametrize(
+    ("typed", "freeze"),
+    [
+        # A no-break space (a Mac's Option-Space, a runbook pasted from a document) after
+        # `UTC`: it was read as the reason's first word, the end in the asker's zone (hours off).
+        (
+            "freeze 2026-12-24 18:00 UTC\N{NO-BREAK SPACE}holidays",
+            ("2026-12-24 18:00Z", "holidays"),
+        ),
+        (
+            "freeze 2026-12-24 18:00\N{NARROW NO-BREAK SPACE}UTC holidays",
+            ("2026-12-24 18:00Z", "holidays"),
+        ),
+        # Between the date and the time: refused as `'2026-12-24' is not a duration`, its
+        # example `2026-12-24 18:00` what the person saw they had typed.
+        ("freeze 2026-12-24\N{NO-BREAK SPACE}18:00 holidays", ("2026-12-24 18:00", "holidays")),
+        ("freeze\N{NO-BREAK SPACE}2h\N{NO-BREAK SPACE}code freeze", ("2h", "code freeze")),
+    ],
+)
+def test_a_freeze_typed_with_no_break_spaces_reads_as_it_shows(
+    typed: str, freeze: tuple[str, str]
+) -> None:
+    assert parse_command(typed) == Freeze(*freeze)
+
+
+def test_a_zone_after_a_freeze_end_and_a_no_break_space_is_refused_as_any_other() -> None:
+    """`18:00 CET` + a no-break space was taken as a reason, `CET ...`, and the end read in the
+    asker's zone: a zone typed after the end is refused, not read as another."""
+    with pytest.raises(InvalidCommand, match="`CET` is not a time zone I read"):
+        parse_command("freeze 2026-12-24 18:00 CET\N{NO-BREAK SPACE}holiday freeze")
+
+
+@pytest.mark.parametrize(
+    ("typed", "command"),
+    [
+        # An invisible character a document left between two words: it was read as part of
+        # `--flags-ready` (refused as "`--flags-ready` is not an option of start", its own
+        # name shown back) or of the freeze's end.
+        (
+            "start v1.4.2 --flags-ready\N{ZERO WIDTH SPACE} --at 09:00",
+            Start("v1.4.2", flags_ready=True, at="09:00"),
+        ),
+        (
+            "start v1.4.2 \N{WORD JOINER}--at 09:00 --flags-ready",
+            Start("v1.4.2", flags_ready=True, at="09:00"),
+        ),
+        ("freeze 2h\N{ZERO WIDTH SPACE} code freeze", Freeze("2h", "code freeze")),
+    ],
+)
+def test_invisible_characters_between_words_are_no_part_of_either(
+    typed: str, command: Start | Freeze
+) -> None:
+    assert parse_command(typed) == command
+
+
+@pytest.mark.parametrize("typed", ['"\u200b"', "\u200b", "'\u2060\u200b'"])
+def test_an_override_whose_reason_is_only_invisible_characters_has_none(typed: str) -> None:
+    with pytest.raises(InvalidCommand) as caught:
+        parse_command(f"start v1.4.2 --override-freeze {typed}")
+    assert "An override needs a reason" in caught.value.message

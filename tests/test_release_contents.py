@@ -576,6 +576,31 @@ async def test_a_deleted_tag_of_the_last_release_is_compared_from_its_released_c
     assert "gone" not in shown
 
 
+async def test_a_released_commit_github_no_longer_has_is_compared_from_its_tag(
+    box: Sandbox,
+) -> None:
+    # The repository's history was rewritten after v1.4.1 went out (a leaked secret filtered
+    # out, every tag pushed again) and GitHub purged the old commits: the commit kept with the
+    # release is unknown (404), its tag is there, at the rewritten commit. Compared from the
+    # tag, as before the commit was kept; not "the changes could not be read" at each Re-check.
+    _history(box)
+    store = box.services.rollouts.effects.store
+    await _completed(store, "v1.4.1")
+    live = await store.get("r-1")
+    assert live is not None
+    purged = "0badc0de" * 5
+    await store.save(replace(live, preflight=replace(live.preflight, tag_commit=purged)))
+
+    await box.command("start v1.4.2 --flags-ready")
+
+    shown = box.card_message().rendered
+    assert "*9 commits, 7 pull requests* since `v1.4.1`" in shown, shown
+    assert "could not be read" not in shown, shown
+    head = box.github.history.tags["v1.4.2"]
+    compared = [r.path.rpartition("/")[2] for r in box.github.requests if "/compare/" in r.path]
+    assert compared == [f"{purged}...{head}", f"v1.4.1...{head}"], compared
+
+
 async def test_the_release_live_started_again_brings_nothing_new(box: Sandbox) -> None:
     # v1.4.2 completed on every track and is live: started again, it brings nothing, not
     # the changes since v1.4.1 that are already in production.

@@ -439,7 +439,7 @@ async def test_waiting_wakes_on_the_call_and_times_out_without_it(
     started = time.monotonic()
     with pytest.raises(TimeoutError, match=r"chat\.postMessage"):
         await slack.wait_for(lambda: len(slack.calls) > 1, timeout=0.1)
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < 10  # its own timeout, not the default 30 s
 
 
 def test_render_blocks_shows_what_a_reader_sees() -> None:

@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from figures import passing_sandbox
-from sandbox_views import open_home
+from sandbox_views import audit_results, open_home
 from test_freeze_sandbox import typed_reason
 from test_services import card_of
 from test_unfollowed_runs import run_cards
@@ -141,6 +141,9 @@ async def test_a_form_opened_in_a_channel_that_is_no_longer_a_release_channel_ch
         assert billing is not None and billing.dispatches == []
         (rollout,) = await box.rollouts()
         assert rollout.phase is Phase.PREFLIGHT
+        # Audited as a refused command is (there was no event of the form at all).
+        refused = await audit_results(box, rollout.id, "form:override_freeze", 1)
+        assert refused == ["refused"]
 
 
 async def override_form(box: Sandbox, service: str) -> str:

@@ -34,7 +34,7 @@ from test_exactly_once import (
 from bot.domain.rollout import TrackState
 from handlers.errors import INTERRUPTED, UNANSWERED, ResponseUrlUses, explain
 from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER, SLACK_SIGNING_SECRET
-from sandbox.harness import Sandbox
+from sandbox.harness import LOOK_AGAIN, Sandbox
 from sandbox.signing import slack_signature_headers
 from storage.outbox import OutboxStore
 
@@ -55,10 +55,9 @@ async def holding(box: Sandbox) -> str:
     await dispatched(box)
     await both_holding(box)
     outbox = OutboxStore(box.services.database.sessions)
-    for _ in range(200):
-        if not await outbox.pending():
-            break
-        await asyncio.sleep(0.05)
+    async with asyncio.timeout(30):  # a loaded machine's outbox: waited for, never passed by
+        while await outbox.pending():  # a post comes a moment before its delivery's record
+            await box.slack.changed(timeout=LOOK_AGAIN)
     return await value_of(box, "promote", "relay")
 
 
@@ -187,11 +186,13 @@ def test_counting_a_response_url_costs_the_same_with_thousands_in_the_last_half_
     # Every answer of a busy app counts its response_url, on the event loop the acks share.
     now = [0.0]
     uses = ResponseUrlUses(clock=lambda: now[0])
-    started = time.perf_counter()
+    # The CPU this thread spent, not the time that passed: a loaded machine's scheduler
+    # stretched 0.04 s of work to 0.64 s of wall time here.
+    started = time.thread_time()
     for n in range(20_000):
         now[0] += 0.01
         assert uses.take(f"https://hooks/{n}")
-    assert time.perf_counter() - started < 2  # not one pass over every url per answer
+    assert time.thread_time() - started < 2  # not one pass over every url per answer
     now[0] += 30 * 60 - 100  # the first 10,000 expire; the last 10,000 are still counted
     assert [uses.take("https://hooks/19999") for _ in range(5)] == [True] * 4 + [False]
     assert uses.take("https://hooks/0")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
+from bot.domain.text import NOT_REPEATED, TOKEN_SHAPE
+
 MAX_DURATION = timedelta(days=30)
 """Longer than any observation window; keeps `now + duration` far from datetime's limits."""
 
@@ -40,4 +42,6 @@ def format_duration(duration: timedelta) -> str:
 
 
 def _shown(text: str) -> str:
+    """What was typed, quoted in the refusal: short, and not a token pasted in it."""
+    text = TOKEN_SHAPE.sub(NOT_REPEATED, text)
     return repr(text if len(text) <= 40 else text[:40] + "...")

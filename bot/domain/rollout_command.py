@@ -25,8 +25,10 @@ from bot.domain.text import (
     TOKEN_SHAPE,
     clean_text,
     closing_quote,
+    plain_spaces,
     shown,
     without_invisible_ends,
+    words_without_invisible_ends,
 )
 
 _MAX_REASON = 500
@@ -234,11 +236,12 @@ def parse_command(text: str) -> Command:
     if subcommand is Subcommand.START:
         return _start(rest)
     if subcommand is Subcommand.KILL:
-        # The kill-switch goes through whatever its reason says; a token pasted in it is not
-        # said in the thread, nor kept.
+        # The kill-switch goes through whatever its reason says: a token pasted in it is not
+        # said in the thread, nor kept, and a long one (a stack trace pasted) is cut, never
+        # refused (in an incident, retyping it would hold the kill-switch back).
         reason = TOKEN_SHAPE.sub(NOT_REPEATED, rest.strip())
         if len(reason) > _MAX_REASON:
-            raise InvalidCommand(f"The kill reason is too long (at most {_MAX_REASON} characters).")
+            reason = reason[: _MAX_REASON - 1].rstrip() + "…"
         return Kill(reason=reason or None)
     if subcommand is Subcommand.FREEZE:
         every, rest = every_service(rest)
@@ -277,11 +280,9 @@ def parse_command(text: str) -> Command:
 
 
 def _words(text: str, splits: int) -> list[str]:
-    """The command's words (`splits` splits at most), cleaned to be stored, the subcommand's
-    without invisible characters at its ends (a zero-width space of a command pasted from a
-    document)."""
-    parts = without_invisible_ends(clean_text(text).strip()).split(maxsplit=splits)
-    return [without_invisible_ends(parts[0]), *parts[1:]] if parts else parts
+    """The command's words (`splits` splits at most), cleaned to be stored, each without
+    invisible characters at its ends (a zero-width space of a command pasted from a document)."""
+    return words_without_invisible_ends(clean_text(text)).split(maxsplit=splits)
 
 
 def named_service(text: str, names: Collection[str]) -> tuple[str | None, str, Subcommand | None]:
@@ -295,15 +296,15 @@ def named_service(text: str, names: Collection[str]) -> tuple[str | None, str, S
         return None, text, None
     if subcommand is None or subcommand is Subcommand.HELP or len(parts) < 2:
         return None, text, subcommand
-    if (name := without_invisible_ends(parts[1]).lower()) not in names:
+    if (name := parts[1].lower()) not in names:
         return None, text, subcommand
     return name, " ".join([parts[0], *parts[2:]]), subcommand
 
 
 def _reason(text: str, what: str) -> str:
     """A reason as typed: it is said in the channel and kept (`parse_command` has refused a
-    token in it)."""
-    reason = text.strip().strip(_QUOTES).strip()
+    token in it); quotes and invisible characters around it are no part of it."""
+    reason = without_invisible_ends(text.strip().strip(_QUOTES)).strip()
     if len(reason) > _MAX_REASON:
         raise InvalidCommand(f"The {what} reason is too long (at most {_MAX_REASON} characters).")
     return reason
@@ -314,7 +315,7 @@ _UNTIL = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{1,2}:[0-9]{2}\S*|\S+)
 
 
 def _freeze(text: str) -> Freeze:
-    found = _UNTIL.fullmatch(text.strip())
+    found = _UNTIL.fullmatch(plain_spaces(text).strip())
     if found is None:
         raise InvalidCommand(f"freeze needs an end and a reason: {_FREEZE_USAGE}.")
     until, reason = zone_after_end(found[1], _reason(found[2], "freeze"))

@@ -2,7 +2,8 @@
 whose dispatch could not be identified (GitHub Enterprise, an unclear answer, a give-up).
 
 A person names the run by its id or its page on the bot's own GitHub
-(`https://HOST/OWNER/REPO/actions/runs/ID`, with an optional `/attempts/N`); the run must be one
+(`https://HOST/OWNER/REPO/actions/runs/ID`, with an optional `/attempts/N` or `/job/N`, and
+whatever query or fragment GitHub's address bar shows: `?pr=12`, `#summary`); the run must be one
 the rollout could have started: the plan's workflow, dispatched on the plan's ref (not a pull
 request's run, a fork's on a branch named `main` say), created after the
 rollout's preflight began, still going, and followed by no other rollout.
@@ -27,8 +28,10 @@ USAGE = "`/rollout link <run id or run URL>`"
 _ID = re.compile(r"[1-9][0-9]{0,18}")
 _PAGE = re.compile(
     r"/(?P<owner>[A-Za-z0-9_.-]+)/(?P<repo>[A-Za-z0-9_.-]+)/actions/runs/"
-    r"(?P<id>[1-9][0-9]{0,18})(?:/attempts/[1-9][0-9]{0,5})?/?"
+    r"(?P<id>[1-9][0-9]{0,18})(?:/attempts/[1-9][0-9]{0,5}|/job/[1-9][0-9]{0,18})?/?"
 )
+"""A run's page, of one of its attempts, or of one of its jobs (where a person reading a failed
+job copies the address from): each names the run."""
 DISPATCHED = "workflow_dispatch"
 """The event of a run the bot (or a person on github.com) dispatched."""
 OF_ITS_REF = frozenset(
@@ -100,7 +103,8 @@ class LinkableRun:
 
 
 def parse_run_reference(text: str) -> RunReference:
-    """The run in `text`: a bare numeric id, or a run's page on GitHub. Raises InvalidCommand."""
+    """The run in `text`: a bare numeric id, or a run's page on GitHub (its query and fragment
+    say nothing of which run). Raises InvalidCommand."""
     text = text.strip()  # a slash command's `<https://...>` is a URL again at the Slack edge
     if _ID.fullmatch(text):
         return RunReference(int(text))
@@ -111,8 +115,6 @@ def parse_run_reference(text: str) -> RunReference:
         or page is None
         or parts.scheme not in ("https", "http")
         or not _HOST.fullmatch(parts.netloc)
-        or parts.query
-        or parts.fragment
     ):
         # Credentials typed into a URL are not repeated (the answer is audited).
         quoted = "That URL" if "@" in text else f"`{shown(text)}`"

@@ -54,6 +54,17 @@ def clean_text(text: str) -> str:
     return _UNSTORABLE.sub(lambda found: "" if found.group() == "\x00" else "\ufffd", text)
 
 
+_SPACE = re.compile(r"[^\S\n]")
+_WORD = re.compile(r"\S+")
+
+
+def plain_spaces(text: str) -> str:
+    """`text` with each space but a line break a plain one: a no-break space (a Mac's
+    Option-Space, a document's) or a narrow one (macOS writes `9:00\u202fAM`) reads as the
+    space it shows, wherever a word must be told from the next."""
+    return _SPACE.sub(" ", text)
+
+
 def shown(text: str) -> str:
     """User text quoted in a message: short, without backticks that would break the quote, and
     without anything shaped as a token (a person who pasted one is not shown it again, nor is
@@ -78,6 +89,12 @@ def without_invisible_ends(text: str) -> str:
     while end > start and _invisible(text[end - 1]):
         end -= 1
     return text[start:end]
+
+
+def words_without_invisible_ends(text: str) -> str:
+    """`text` with each word `without_invisible_ends`: a zero-width space a document left
+    between two words (`--flags-ready\u200b --at 9:00`) is no part of either."""
+    return _WORD.sub(lambda word: without_invisible_ends(word[0]), text)
 
 
 def _invisible(character: str) -> bool:

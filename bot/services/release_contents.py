@@ -15,7 +15,13 @@ from dataclasses import replace
 
 from bot.domain.errors import GitHubError, RefNotFound
 from bot.domain.plan import RolloutPlan
-from bot.domain.release_contents import LastRelease, ReleaseContents, Since, release_contents
+from bot.domain.release_contents import (
+    Comparison,
+    LastRelease,
+    ReleaseContents,
+    Since,
+    release_contents,
+)
 from bot.domain.rollout import Rollout
 from bot.services.changes import ChangesSource
 from bot.services.store_ports import Rollouts
@@ -32,9 +38,9 @@ async def read_contents(
     *, github: ChangesSource, store: Rollouts, plan: RolloutPlan, tag: str, at: str | None = None
 ) -> ReleaseContents:
     """The changes `tag` brings since the last release (two GitHub requests at most, unless
-    the last release's tag is gone): compared at `at`, the commit its preflight read the tag
-    at, so they describe that commit even if the tag moves meanwhile (the tag's name when
-    the commit is not known)."""
+    the last release's commit or tag is gone): compared at `at`, the commit its preflight
+    read the tag at, so they describe that commit even if the tag moves meanwhile (the tag's
+    name when the commit is not known)."""
     since: LastRelease | None = None
     try:
         released = await store.last_released()
@@ -45,7 +51,7 @@ async def read_contents(
         if since is None or since.tag == tag:  # the first release, or the one live: nothing new
             return ReleaseContents(tag=tag, since=since)
         try:
-            comparison = await github.compare(base=_released_at(released, since), head=at or tag)
+            comparison = await _from_release(github, released, since, head=at or tag)
         except RefNotFound:
             if await github.tag_exists(since.tag):
                 raise  # the tag started is the one GitHub does not know
@@ -56,6 +62,21 @@ async def read_contents(
         log.info("the changes in %s could not be read: %s", tag, error.cause)
         return ReleaseContents(tag=tag, since=since, unread=error.cause)
     return release_contents(tag=tag, since=since, comparison=comparison, plan=plan)
+
+
+async def _from_release(
+    github: ChangesSource, released: Rollout | None, since: LastRelease, *, head: str
+) -> Comparison:
+    """GitHub's comparison of `head` with the last release: from the commit it went out at
+    (`_released_at`), or from its tag when GitHub no longer has that commit (the history
+    rewritten and the old commits purged). RefNotFound when GitHub knows neither."""
+    base = _released_at(released, since)
+    try:
+        return await github.compare(base=base, head=head)
+    except RefNotFound:
+        if base == since.tag:
+            raise
+        return await github.compare(base=since.tag, head=head)
 
 
 def _released_at(released: Rollout | None, since: LastRelease) -> str:
