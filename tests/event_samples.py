@@ -39,6 +39,7 @@ EVENTS: list[told.Event] = [
     told.StageApproved("Relay", "5%"),
     told.ApprovalRefused("Desktop", "GA ring", "GitHub refused to approve (403: <no>)", None),
     told.ApprovalRefused("Relay", "rb", "GitHub refused (404: Not Found).", "https://gh/run"),
+    told.ApprovalRefused("Relay", "50%", "GitHub refused (403: <no>)", None, rejected=True),
     told.StageJobFailed("Relay", "deploy", "failure", (("deploy", "https://gh/j"),), "u", "rb"),
     told.StageJobFailed("Relay", "deploy", None, (), "https://gh/run", "rb"),
     told.PromotedOnGitHub("Relay", "5%", "50%", StageState.OBSERVING, "octocat"),

@@ -1,5 +1,5 @@
 """The bot's reviews of a run's waiting environments (`EffectRunner.review`), and what the
-thread is told when GitHub refuses an approval the bot made on its own path.
+thread is told when GitHub refuses an approval or a rejection the bot made on its own path.
 
 A stage that promotes itself (a gate's PASS with `promote: auto`, a reconcile approving the
 next stage) or a stopping track's failure job is saved as deploying, with its thread line
@@ -8,6 +8,8 @@ clear by itself (a 5xx read back not applied, a rate limit, no answer) is asked 
 next look. A refusal (a 4xx: the bot's account may not review the environment, the
 environment's rule changed) is asked again too, and told to the thread once while the job
 waits, in GitHub's words (`bot.domain.rollout.refused`): the card then says GitHub holds it.
+So is a stopping track's rejection GitHub refuses (saved, and told "Rejected …", before GitHub
+was asked): the stage still waits there, and the rollback or kill-switch job cannot start.
 """
 
 from __future__ import annotations
@@ -80,10 +82,10 @@ async def send_review(
 async def refusal_of(
     effects: EffectRunner, rollout: Rollout, review: Review
 ) -> tuple[Review, str] | None:
-    """Carry out a saved decision's review: the approval with GitHub's words when GitHub
+    """Carry out a saved decision's review: the review with GitHub's words when GitHub
     refused it outright (None: taken, not waiting, or a failure that may clear by itself)."""
     try:
-        await send_review(effects, rollout, review, strict=review.approve)
+        await send_review(effects, rollout, review, strict=True)
     except GitHubError as error:  # recorded, and asked again by the next reconcile
         return (review, error.message) if error.refused else None
     return None
@@ -95,7 +97,7 @@ async def tell_refused(
     plan: RolloutPlan,
     refused: Sequence[tuple[Review, str]],
 ) -> Rollout:
-    """Tell the thread of each approval GitHub refused (`refused`: the review and GitHub's
+    """Tell the thread of each review GitHub refused (`refused`: the review and GitHub's
     words), once per environment while its job waits, and redraw the card; the rollout after.
     Another replica's save meanwhile leaves it to the next look, refused again."""
     for review, cause in refused:

@@ -202,15 +202,27 @@ def waits_outside_plan_text(event: WaitsOutsidePlan) -> str:
 
 
 def approval_refused_text(event: ApprovalRefused) -> str:
-    """GitHub refused the approval the thread was told of ("Approved … deploying"): what
-    GitHub said, that nothing deploys there yet, what the bot does and what a person can do."""
+    """GitHub refused the approval the thread was told of ("Approved … deploying"), or the
+    rejection ("Rejected …") of a stopping track: what GitHub said, that nothing deploys there
+    yet (or that the stop waits on it), what the bot does and what a person can do."""
     run = f"<{event.run_url}|the run>" if event.run_url else "the run"
+    if event.rejected:
+        review, verb = "rejection", "reject"
+        held = (
+            "GitHub still holds it there, so the track's failure job (its rollback or "
+            "kill-switch) cannot start until GitHub takes a rejection"
+        )
+    else:
+        review, verb, held = (
+            "approval",
+            "approve",
+            "It does not deploy until GitHub takes an approval",
+        )
     return (
-        f":warning: GitHub refused the bot's approval of *{escape(event.what)}* "
-        f"({escape(event.track)}): {escape(event.cause)} It does not deploy until GitHub takes "
-        "an approval: the bot asks again at each look at the run (and says no more of it "
-        "here). Fix what GitHub answered, or have one of the environment's required reviewers "
-        f"approve it on the run's page ({run})."
+        f":warning: GitHub refused the bot's {review} of *{escape(event.what)}* "
+        f"({escape(event.track)}): {escape(event.cause)} {held}: the bot asks again at each "
+        "look at the run (and says no more of it here). Fix what GitHub answered, or have one "
+        f"of the environment's required reviewers {verb} it on the run's page ({run})."
     )
 
 

@@ -76,11 +76,12 @@ def stage_name(spec: PlanStage) -> str:
 def stage_words(
     stage: Stage, spec: PlanStage, plan_track: PlanTrack, refused: Collection[str] = ()
 ) -> str:
-    """`refused`: the environments whose approval GitHub refused the bot
-    (`Rollout.refused_approvals`): a stage saved as deploying there is not deploying."""
+    """`refused`: the environments whose approval (rejection) GitHub refused the bot
+    (`Rollout.refused_approvals`): a stage saved as deploying (rejected) there is not."""
     state = stage.state
     if _refused(stage, spec, refused):
-        return "held by GitHub: it refused the bot's approval (see the thread)"
+        review = "rejection" if state is StageState.REJECTED else "approval"
+        return f"held by GitHub: it refused the bot's {review} (see the thread)"
     if state is StageState.PENDING:
         window = spec.window
         return f"pending, window {format_duration(window)}" if window else "pending"
@@ -156,9 +157,11 @@ def track_standing(track: Track, plan_track: PlanTrack) -> str:
 
 
 def _refused(stage: Stage, spec: PlanStage, refused: Collection[str]) -> bool:
-    """Saved as deploying, its approval refused by GitHub (`Rollout.refused_approvals`)."""
+    """Saved as deploying (rejected), its approval (rejection) refused by GitHub
+    (`Rollout.refused_approvals`)."""
     wanted = spec.environment.casefold()
-    return stage.state is StageState.DEPLOYING and any(n.casefold() == wanted for n in refused)
+    reviewed = stage.state in (StageState.DEPLOYING, StageState.REJECTED)
+    return reviewed and any(n.casefold() == wanted for n in refused)
 
 
 def stage_lines(stage: Stage, plan_track: PlanTrack, refused: Collection[str] = ()) -> list[str]:

@@ -1,7 +1,9 @@
 """An approval GitHub refused the bot on its own path (a stage promoting itself, a failure
 job): the stage was saved as deploying, and the thread told "Approved", before GitHub was
 asked. A definite refusal is told once, and the rollout remembers it while the job still
-waits, so that the card does not say the stage deploys; the bot asks again at each look."""
+waits, so that the card does not say the stage deploys; the bot asks again at each look.
+The same for a stopping track's rejection of its next stage (a failed gate, a stop): saved as
+rejected, told "Rejected", while GitHub still holds it and the failure job cannot start."""
 
 from __future__ import annotations
 
@@ -15,8 +17,8 @@ from bot.domain.run import JobStatus, RunSnapshot
 
 
 def approval_refused(rollout: Rollout, plan: RolloutPlan, review: Review, cause: str) -> Decision:
-    """GitHub refused the bot's approval `review`, answering `cause`: the thread is told once
-    per environment while its job waits (nothing else changes)."""
+    """GitHub refused the bot's approval or rejection `review`, answering `cause`: the thread
+    is told once per environment while its job waits (nothing else changes)."""
     wanted = review.environment.casefold()
     if any(name.casefold() == wanted for name in rollout.refused_approvals):
         return Decision(rollout)
@@ -25,14 +27,15 @@ def approval_refused(rollout: Rollout, plan: RolloutPlan, review: Review, cause:
         (s.label for s in plan_track.stages if s.environment.casefold() == wanted),
         plan_track.on_failure.job,
     )
-    told = ApprovalRefused(plan_track.label, what, cause, rollout.run_url)
+    rejected = not review.approve
+    told = ApprovalRefused(plan_track.label, what, cause, rollout.run_url, rejected=rejected)
     refused = (*rollout.refused_approvals, review.environment)
     return Decision(replace(rollout, refused_approvals=refused), (Announce(told, failure=True),))
 
 
 def still_refused(rollout: Rollout, plan: RolloutPlan, snapshot: RunSnapshot) -> Rollout:
-    """The rollout without the refused approvals whose job no longer waits (GitHub took an
-    approval, a person's or the bot's asked again, or the job was cancelled or skipped)."""
+    """The rollout without the refused reviews whose job no longer waits (GitHub took a
+    review, a person's or the bot's asked again, or the job was cancelled or skipped)."""
     kept = tuple(
         environment
         for environment in rollout.refused_approvals

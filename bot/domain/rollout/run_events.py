@@ -308,6 +308,10 @@ class ApprovalRefused:
     what: str
     cause: str
     run_url: str | None
+    rejected: bool = False
+    """The bot's rejection of the stage `what` was refused, not an approval: the track is
+    stopping (the thread said "Rejected"), and its failure job cannot start while GitHub holds
+    the stage."""
 
 
 @dataclass(frozen=True)

@@ -290,9 +290,10 @@ class Rollout:
     answered that it is being done: (track, person), told in the thread, by name, if that stop
     is put back (`StopPutBack`); forgotten once the stop is settled, either way."""
     refused_approvals: tuple[str, ...] = ()
-    """The environments (as the plan spells them) whose approval by the bot GitHub refused
-    while their job still waits there, each told to the thread once (`ApprovalRefused`):
-    the card does not say such a stage deploys. Let go once the job no longer waits."""
+    """The environments (as the plan spells them) whose approval (or, on a stopping track,
+    rejection) by the bot GitHub refused while their job still waits there, each told to the
+    thread once (`ApprovalRefused`): the card does not say such a stage deploys, or is
+    rejected. Let go once the job no longer waits."""
     attempt: int | None = None
     """The attempt of the run the rollout follows (GitHub's `run_attempt`), set as it attaches
     to the run; None before, and in rollouts stored before it was kept (learnt at their next
