@@ -2,8 +2,9 @@
 
 `GET /api/0/organizations/{org}/sessions/` with Bearer token auth, `field` (`sum(session)`,
 `count_unique(user)`, `crash_rate(session)`, `crash_rate(user)`), `project`, `environment`,
-`query` (`release:"x"`, `!release:"x"`), `start`/`end` or `statsPeriod`, and `interval`
-(whole hours, at least one, dividing a day; the range is rounded out to it, as Sentry does).
+`query` (`release:"x"`, `!release:"x"`), `start`/`end` (the end inclusive) or `statsPeriod`, and
+`interval` (whole hours, at least one, dividing a day; the range is rounded out to it, as Sentry
+does).
 Sessions are recorded with `add_sessions`; every request is kept in `requests`.
 """
 
@@ -196,6 +197,10 @@ def _range(query: MultiDictProxy[str], interval: timedelta) -> tuple[datetime, d
         start = end - timedelta(**{{"m": "minutes", "h": "hours", "d": "days"}[unit]: amount})
     if end <= start:
         raise ValueError("start must be before end")
+    if "end" in query:
+        # Sentry takes an explicit `end` as inclusive: it adds a second before rounding, so an
+        # end on an interval's boundary brings in the whole interval after it.
+        end += timedelta(seconds=1)
     # Sentry rounds the range out to whole intervals.
     step = interval.total_seconds()
     first = datetime.fromtimestamp(start.timestamp() // step * step, UTC)

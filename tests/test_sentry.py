@@ -243,11 +243,20 @@ async def test_the_server_keeps_sentrys_interval_rules(sentry: SentryTestServer)
             assert response.status == 400
         async with session.get(url, params={**base, "interval": "1h"}) as response:
             body = await response.json()
+        # Sentry takes the end as inclusive (a second added before rounding): an end on the
+        # hour brings in the hour after it.
+        on_the_hour = {**base, "end": "2025-06-02T10:00:00", "interval": "1h"}
+        async with session.get(url, params=on_the_hour) as response:
+            inclusive = await response.json()
     # The range is rounded out to whole hours, as Sentry does.
     assert (body["start"], body["end"]) == ("2025-06-02T09:00:00Z", "2025-06-02T10:00:00Z")
     assert body["groups"] == [
         {"by": {}, "totals": {"sum(session)": 10}, "series": {"sum(session)": [10]}}
     ]
+    assert (inclusive["start"], inclusive["end"]) == (
+        "2025-06-02T09:00:00Z",
+        "2025-06-02T11:00:00Z",
+    )
 
 
 def test_a_plan_reading_sentry_needs_its_settings(
@@ -313,3 +322,22 @@ async def test_a_window_shorter_than_a_second_is_still_a_range_sentry_takes(
     assert metric.problem is None  # not "Sentry answered HTTP 400: start must be before end"
     request = sentry.requests[0]
     assert request.params["start"] < request.params["end"]
+
+
+async def test_a_window_ending_on_the_hour_does_not_count_the_hour_after_it(
+    sentry: SentryTestServer,
+) -> None:
+    """Sentry takes `end` as inclusive and rounds the range out to whole hours: a window ending
+    at 11:00:00 sent as `end=11:00:00` read 10:00 to 12:00, and the healthy sessions started
+    after the window (read as its gate settled, or late) diluted a ring crashing in half of its
+    window's sessions under its limit: a PASS."""
+    start = datetime(2025, 6, 2, 10, 0, tzinfo=UTC)
+    end = start + timedelta(hours=1)
+    at = start + timedelta(minutes=30)
+    sentry.add_sessions(release=RELEASE, environment="internal", count=10, crashed=5, at=at)
+    after = end + timedelta(minutes=20)
+    sentry.add_sessions(release=RELEASE, environment="internal", count=5000, crashed=0, at=after)
+    hour = replace(window(), start=start, end=end, rollout_start=start)
+    reading = await SentrySource(config(), access=access(sentry)).measure(hour)
+    assert (reading.figures.crash_rate, reading.figures.sample) == (Decimal("0.5"), 10)
+    assert gate(reading).verdict is Verdict.KILL_SWITCH

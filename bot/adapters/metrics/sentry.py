@@ -76,10 +76,8 @@ class SentryClient:
             ("field", count_field),
             ("project", self._access.project),
             ("query", query),
-            # Whole seconds, the end rounded up: a window shorter than a second must not read
-            # as an empty range, which Sentry refuses ("start must be before end").
             ("start", _iso(start)),
-            ("end", _iso(end, up=True)),
+            ("end", _inclusive_end(start, end)),
             ("interval", "1h"),
         ]
         if environment:
@@ -268,12 +266,22 @@ def _release_url(access: SentryAccess, release: str, environment: str | None) ->
     return url + (f"&environment={quote(environment, safe='')}" if environment else "")
 
 
-def _iso(moment: datetime, *, up: bool = False) -> str:
-    """The moment in whole seconds, as Sentry reads it: cut down, or `up` to the next second."""
-    moment = moment.astimezone(UTC)  # first: arithmetic on a local time can lose its fold
-    if up and moment.microsecond:
-        moment += timedelta(microseconds=1_000_000 - moment.microsecond)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S")
+def _inclusive_end(start: datetime, end: datetime) -> str:
+    """The window's last whole second, as Sentry reads `end`: inclusive (it adds a second, then
+    rounds the range out to whole hours). An end of 11:00:00 sent as is read the hour after the
+    window too, its sessions diluting the window's. At least a second after the start: a window
+    shorter than a second must not read as an empty range, which Sentry refuses ("start must be
+    before end")."""
+    start, end = start.astimezone(UTC), end.astimezone(UTC)  # first: a local time's fold
+    if end.microsecond:
+        end += timedelta(microseconds=1_000_000 - end.microsecond)
+    last = max(end - timedelta(seconds=1), start.replace(microsecond=0) + timedelta(seconds=1))
+    return _iso(last)
+
+
+def _iso(moment: datetime) -> str:
+    """The moment in whole seconds, as Sentry reads it (cut down)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def _parse_time(stamp: object) -> datetime:
