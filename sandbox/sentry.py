@@ -111,6 +111,12 @@ class SentryTestServer(LoopbackServer):
             return web.json_response(
                 {"detail": "The requested resource does not exist"}, status=404
             )
+        projects = query.getall("project", [])
+        if projects and any(p not in (self.project, "-1") for p in projects):
+            # Sentry's answer to a project id the token cannot read (or none of the org's).
+            return web.json_response(
+                {"detail": "You do not have permission to perform this action."}, status=403
+            )
         try:
             return web.json_response(self._answer(query))
         except ValueError as error:
@@ -123,9 +129,6 @@ class SentryTestServer(LoopbackServer):
         unknown = [name for name in fields if name not in _FIELDS]
         if unknown:
             raise ValueError(f'Invalid field: "{unknown[0]}"')
-        projects = query.getall("project", [])
-        if projects and any(p not in (self.project, "-1") for p in projects):
-            raise ValueError("You do not have permission to access the requested projects")
         interval = _interval(query.get("interval", "1h"))
         start, end = _range(query, interval)
         environments = set(query.getall("environment", []))

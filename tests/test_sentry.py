@@ -225,6 +225,18 @@ async def test_a_refused_token_is_inconclusive_and_never_shown(
     assert wrong not in caplog.text and wrong not in repr(access(sentry, wrong))
 
 
+async def test_a_project_the_token_cannot_read_is_named(sentry: SentryTestServer) -> None:
+    """Sentry answers 403 to a project id the token cannot read, or not of the organisation:
+    the card said the token needed org:read, and an operator replaced a good token."""
+    with_sessions(sentry)
+    other = replace(access(sentry), project="4506")
+    reading = await SentrySource(config(), access=other).measure(window())
+    (metric,) = reading.metrics
+    assert metric.problem is not None and "HTTP 403" in metric.problem
+    assert "SENTRY_PROJECT (4506)" in metric.problem
+    assert gate(reading).verdict is Verdict.INCONCLUSIVE
+
+
 async def test_an_unconfigured_sentry_is_inconclusive() -> None:
     reading = await SentrySource(config(), access=None).measure(window())
     (metric,) = reading.metrics

@@ -87,10 +87,17 @@ class SentryClient:
         status, body = await request_json(
             session, "GET", url, service="Sentry", params=params, headers=headers
         )
-        if status in (401, 403):
+        if status == 401:
             raise MetricsProblem(
-                f"Sentry refused the token (HTTP {status}): SENTRY_TOKEN needs org:read "
-                "on the organisation"
+                "Sentry refused the token (HTTP 401): SENTRY_TOKEN is invalid, expired or revoked"
+            )
+        if status == 403:
+            # Sentry answers a project id the token cannot read (or not the organisation's) so
+            # too: the token alone named, an operator would replace a good one.
+            raise MetricsProblem(
+                f"Sentry refused the request (HTTP 403): SENTRY_TOKEN needs org:read on "
+                f"{self._access.org}, and SENTRY_PROJECT ({self._access.project}) must be the "
+                "numeric id of one of its projects the token can read"
             )
         if status != 200 or not isinstance(body, dict):
             detail = body.get("detail") if isinstance(body, dict) else None
