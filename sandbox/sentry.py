@@ -111,6 +111,13 @@ class SentryTestServer(LoopbackServer):
             return web.json_response(
                 {"detail": "The requested resource does not exist"}, status=404
             )
+        unknown = set(query.getall("environment", [])) - {b.environment for b in self.batches}
+        if unknown:
+            # Sentry knows an environment once a session or event reported it; it answers a
+            # name it does not know as it answers an unknown organisation.
+            return web.json_response(
+                {"detail": "The requested resource does not exist"}, status=404
+            )
         projects = query.getall("project", [])
         if projects and any(p not in (self.project, "-1") for p in projects):
             # Sentry's answer to a project id the token cannot read (or none of the org's).

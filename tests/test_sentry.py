@@ -151,6 +151,8 @@ async def test_a_release_without_sessions_is_no_data_never_a_zero(
     sentry: SentryTestServer,
 ) -> None:
     with_sessions(sentry)
+    at = datetime.now(UTC) - timedelta(minutes=10)  # the ring's environment has the last release
+    sentry.add_sessions(release=PREVIOUS, environment="ga", count=100, crashed=0, at=at)
     reading = await SentrySource(config(), access=access(sentry)).measure(window("ga"))
     assert reading.figures.crash_rate is None
     (metric,) = reading.metrics
@@ -235,6 +237,26 @@ async def test_a_project_the_token_cannot_read_is_named(sentry: SentryTestServer
     assert metric.problem is not None and "HTTP 403" in metric.problem
     assert "SENTRY_PROJECT (4506)" in metric.problem
     assert gate(reading).verdict is Verdict.INCONCLUSIVE
+
+
+async def test_a_ring_environment_sentry_has_not_seen_yet_is_no_data(
+    sentry: SentryTestServer,
+) -> None:
+    """Sentry answers 404 to an environment no session has reported yet (a ring's first
+    release), as to an unknown organisation: the card said only "the requested resource does
+    not exist", and the doctor called a sound setup's fresh ring unanswered."""
+    with_sessions(sentry)
+    reading = await SentrySource(config(), access=access(sentry)).measure(window("ga"))
+    (metric,) = reading.metrics
+    assert metric.problem == (
+        "value: no data: Sentry knows no environment 'ga' (no session or event has reported it "
+        "yet): check the plan's environment if the ring reports"
+    )
+    assert gate(reading).verdict is Verdict.INCONCLUSIVE
+    wrong_org = replace(access(sentry), org="scriptum-typo")
+    reading = await SentrySource(config(), access=wrong_org).measure(window("ga"))
+    (metric,) = reading.metrics
+    assert metric.problem is not None and "HTTP 404" in metric.problem
 
 
 async def test_an_unconfigured_sentry_is_inconclusive() -> None:

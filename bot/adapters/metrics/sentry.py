@@ -82,11 +82,16 @@ class SentryClient:
         ]
         if environment:
             params.append(("environment", environment))
-        url = f"{self._access.url.rstrip('/')}/api/0/organizations/{self._access.org}/sessions/"
-        headers = {"Authorization": f"Bearer {self._access.token.get_secret_value()}"}
-        status, body = await request_json(
-            session, "GET", url, service="Sentry", params=params, headers=headers
-        )
+        status, body = await self._get(session, params)
+        if status == 404 and environment:
+            # Sentry answers 404 to an environment no session or event has reported yet (a
+            # ring's first release), as to an unknown organisation: asked without it, it tells.
+            unfiltered, _ = await self._get(session, params[:-1])
+            if unfiltered == 200:
+                raise MetricsProblem(
+                    f"no data: Sentry knows no environment {environment!r} (no session or event "
+                    "has reported it yet): check the plan's environment if the ring reports"
+                )
         if status == 401:
             raise MetricsProblem(
                 "Sentry refused the token (HTTP 401): SENTRY_TOKEN is invalid, expired or revoked"
@@ -108,6 +113,15 @@ class SentryClient:
             return _totals(body, field, count_field)
         except (ValueError, TypeError, AttributeError):
             raise MetricsProblem("Sentry answered in an unexpected shape") from None
+
+    async def _get(
+        self, session: aiohttp.ClientSession, params: list[tuple[str, str]]
+    ) -> tuple[int, Any]:
+        url = f"{self._access.url.rstrip('/')}/api/0/organizations/{self._access.org}/sessions/"
+        headers = {"Authorization": f"Bearer {self._access.token.get_secret_value()}"}
+        return await request_json(
+            session, "GET", url, service="Sentry", params=params, headers=headers
+        )
 
 
 class SentrySource(LiveSource):
