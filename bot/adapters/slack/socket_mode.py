@@ -1,0 +1,38 @@
+"""Slack Socket Mode: the app's WebSocket, opened with the app-level token (xapp-...)."""
+
+from __future__ import annotations
+
+import aiohttp
+from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
+
+
+class SocketRefused(Exception):
+    """Slack refused the app-level token its first WebSocket URL (`apps.connections.open`)."""
+
+
+async def connected(bolt: AsyncApp, token: str) -> AsyncSocketModeHandler:
+    """`bolt`'s Socket Mode connection, open. The first URL is asked for here: Slack's refusal
+    of the token (revoked, wrong, without `connections:write`, Socket Mode turned off) is
+    `SocketRefused`, naming Slack's error, where the SDK would ask again every 10 seconds for
+    ever, a traceback each time, and the bot would never serve. Slack out of reach, or its
+    rate limit, is left to the SDK, which tries again."""
+    handler = AsyncSocketModeHandler(bolt, token)
+    try:
+        opened = await handler.client.web_client.apps_connections_open(app_token=token)
+    except SlackApiError as refused:
+        error = refused.response.get("error")
+        if error != "ratelimited":
+            await handler.close_async()  # type: ignore[no-untyped-call]
+            raise SocketRefused(
+                f"Slack refused SLACK_APP_TOKEN for Socket Mode ({error}): set an app-level "
+                "token (Basic Information, App-Level Tokens) with the connections:write "
+                "scope, and turn Socket Mode on in the app's settings"
+            ) from None
+    except (aiohttp.ClientError, TimeoutError):
+        pass  # Slack out of reach for now: the SDK asks again until it answers
+    else:
+        handler.client.wss_uri = opened["url"]
+    await handler.connect_async()  # type: ignore[no-untyped-call]
+    return handler
