@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import logging
+
 import aiohttp
+from aiohttp import WSMessage, WSMsgType
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
+
+log = logging.getLogger(__name__)
 
 
 class SocketRefused(Exception):
@@ -19,6 +25,7 @@ async def connected(bolt: AsyncApp, token: str) -> AsyncSocketModeHandler:
     ever, a traceback each time, and the bot would never serve. Slack out of reach, or its
     rate limit, is left to the SDK, which tries again."""
     handler = AsyncSocketModeHandler(bolt, token)
+    handler.client.on_message_listeners.append(_disconnect_told)
     try:
         opened = await handler.client.web_client.apps_connections_open(app_token=token)
     except SlackApiError as refused:
@@ -36,3 +43,21 @@ async def connected(bolt: AsyncApp, token: str) -> AsyncSocketModeHandler:
         handler.client.wss_uri = opened["url"]
     await handler.connect_async()  # type: ignore[no-untyped-call]
     return handler
+
+
+async def _disconnect_told(message: WSMessage) -> None:
+    """Slack's `disconnect` with `link_disabled` (Socket Mode turned off in the app's
+    settings) said in one ERROR line: no Slack request reaches the bot any more, while the SDK
+    says only that it opens a new connection. Its other reasons (`refresh_requested` every few
+    hours, `warning`) are routine: the SDK reconnects."""
+    if message.type != WSMsgType.TEXT or '"disconnect"' not in message.data:
+        return
+    try:
+        reason = json.loads(message.data).get("reason")
+    except (ValueError, AttributeError):
+        return
+    if reason == "link_disabled":
+        log.error(
+            "Slack turned Socket Mode off for this app (disconnect: link_disabled): no Slack "
+            "request reaches the bot until Socket Mode is turned on again in the app's settings"
+        )
