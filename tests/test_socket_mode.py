@@ -61,3 +61,28 @@ async def test_socket_mode_turned_off_in_the_apps_settings_is_told_in_one_error_
     assert told.levelno == logging.ERROR
     assert "turned Socket Mode off" in told.getMessage()
     assert "app's settings" in told.getMessage()
+
+
+async def test_a_command_slack_delivers_again_over_the_socket_acts_once(
+    settings: Settings,  # noqa: F811
+    slack: SlackTestServer,
+) -> None:
+    """An envelope Slack sends again (not acknowledged in time, say across a reconnect) holds
+    the same payload: the second delivery changes nothing and says the first did it."""
+    async with TestClient(TestServer(app_of(settings, socket_mode=True))):
+        await slack.wait_for(lambda: slack.socket_connected)
+        url = slack.new_response_url(channel=RELEASE_CHANNEL, user=RELEASE_MANAGER)
+        payload = slash_command_payload(
+            text="freeze 2h INC-123 investigation",
+            user_id=RELEASE_MANAGER,
+            channel_id=RELEASE_CHANNEL,
+            response_url=url,
+        )
+        for _ in range(2):
+            envelope = await slack.socket_send_envelope(type="slash_commands", payload=payload)
+            await slack.wait_for_socket_ack(envelope, timeout=10)
+            await slack.wait_for(lambda: len(slack.responses(url)) >= 1, timeout=10)
+        await slack.wait_for(lambda: len(slack.responses(url)) == 2, timeout=10)
+    first, second = (str(post.body["text"]) for post in slack.responses(url))
+    assert "froze deploys until" in first
+    assert second.startswith("Already done by") and "Nothing more was done." in second
