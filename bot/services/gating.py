@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from functools import partial
 from typing import Protocol
 
 from bot.domain import rollout as machine
@@ -230,6 +231,7 @@ class Gate:
             evaluating = await effects.apply(rollout, ready, plan)
             put_back()  # readied for the verdict, not judged: the click's effect is not done yet
             asked, latest = evaluating.track(track).stage(stage.key), [evaluating]
+            decide = partial(self._judge, plan=plan, track=track, stage=stage.key, verdict=verdict)
 
             async def judge() -> None:
                 # Another replica's save since the stage was saved evaluating: the verdict is
@@ -238,16 +240,7 @@ class Gate:
                 current = latest.pop() if latest else await effects.get(rollout_id)
                 if not still_evaluating(current.track(track).stage(stage.key), asked):
                     return
-                await self._judge(
-                    current,
-                    plan,
-                    track=track,
-                    stage=stage.key,
-                    verdict=verdict,
-                    held=held,
-                    actor=actor,
-                    reading=reading,
-                )
+                await decide(current, held=held, actor=actor, reading=reading)
 
             await effects.serialised(rollout_id, judge)
             await self._follower.settle(rollout_id)
