@@ -22,7 +22,6 @@ from functools import partial
 
 import aiohttp
 from aiohttp import web
-from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -35,6 +34,7 @@ from bot.adapters.slack.calls import CallCounter, web_api_retries
 from bot.adapters.slack.http import SLACK_TIMEOUT_S, slack_session
 from bot.adapters.slack.members import channel_members
 from bot.adapters.slack.notifier import SlackNotifier
+from bot.adapters.slack.socket_mode import connected
 from bot.adapters.telemetry import PrometheusTelemetry
 from bot.config import Settings
 from bot.domain.service import Service
@@ -386,8 +386,7 @@ def audit_trail(sessions: async_sessionmaker[AsyncSession]) -> AuditTrail:
 async def _socket_mode(app: web.Application) -> AsyncIterator[None]:
     token = app[SETTINGS].slack_app_token
     assert token is not None  # the `socket` command refuses to start without it
-    handler = AsyncSocketModeHandler(app[BOLT], token.get_secret_value())
-    await handler.connect_async()  # type: ignore[no-untyped-call]
+    handler = await connected(app[BOLT], token.get_secret_value())
     log.info("connected to Slack over Socket Mode")
     try:
         yield

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from sandbox import slack_markup
 
@@ -54,6 +54,19 @@ class SocketMode:
             envelope["retry_reason"] = ""
         await self._sockets[-1].send_str(json.dumps(envelope))
         return envelope_id
+
+    async def socket_disconnect(self, reason: str = "refresh_requested") -> None:
+        """Send the connected app Slack's `disconnect` message. `refresh_requested` (every few
+        hours) and `warning` (ahead of a restart) ask for a new connection: the old one stays
+        open (its envelopes' acks still taken) until the app closes it. `link_disabled`
+        (Socket Mode turned off in the app's settings) is followed by the close of the link."""
+        await self.wait_for(lambda: self.socket_connected, 30.0)
+        socket = self._sockets[-1]
+        debug_info = {"host": "applink-sandbox"}
+        message = {"type": "disconnect", "reason": reason, "debug_info": debug_info}
+        await socket.send_str(json.dumps(message))
+        if reason == "link_disabled":
+            await socket.close(code=WSCloseCode.GOING_AWAY, message=b"link disabled")
 
     async def wait_for_socket_ack(
         self,

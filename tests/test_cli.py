@@ -189,6 +189,25 @@ async def test_socket_lists_a_missing_app_token_with_every_other_problem(tmp_pat
     assert "xoxb-1" not in err
 
 
+async def test_socket_says_in_one_line_that_slack_refused_its_app_token(
+    tmp_path: Path, slack: SlackTestServer
+) -> None:
+    """A revoked (or wrong) app-level token: `socket` exits 2 at once, naming Slack's error and
+    the fix, where it kept asking Slack every 10 seconds for ever, a traceback each time,
+    without ever serving; what it had opened on the way (the database, the scheduler) is
+    closed again."""
+    revoked = "xapp-1-A0REVOKED-0123456789-abcdef"
+    env = full_env(tmp_path, slack_api_url=slack.api_url) | {"SLACK_APP_TOKEN": revoked}
+    assert (await run("migrate", env=env, cwd=tmp_path))[0] == 0
+    code, _, err = await asyncio.wait_for(run("socket", env=env, cwd=tmp_path), 30)
+    assert code == 2, err
+    (refused,) = [line for line in err.splitlines() if "SLACK_APP_TOKEN" in line]
+    assert "Slack refused SLACK_APP_TOKEN for Socket Mode (invalid_auth)" in refused
+    assert "connections:write" in refused
+    assert "Traceback" not in err and "Retrying" not in err and revoked not in err
+    assert [c.method for c in slack.calls].count("apps.connections.open") == 1
+
+
 async def test_serve_refuses_a_bad_configuration_before_starting(tmp_path: Path) -> None:
     env = full_env(tmp_path) | {"RELEASE_CHANNELS": "general"}
     code, _, err = await run("serve", env=env, cwd=tmp_path)

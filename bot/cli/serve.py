@@ -18,6 +18,7 @@ from functools import partial
 
 from aiohttp import web
 
+from bot.adapters.slack.socket_mode import SocketRefused
 from bot.bootstrap import create_app
 from bot.cli.database import refused, serve_refusal
 from bot.cli.settings import OPEN_METRICS, load, unguarded
@@ -37,8 +38,9 @@ def main() -> int:
 
 def run(settings: Settings, *, socket_mode: bool) -> int:
     """Serve until SIGTERM or SIGINT, then drain and exit 0; 2 when the database's migrations
-    are behind or ahead of this version (one line says which, and what to do), or when it
-    cannot listen on HOST:PORT (one line)."""
+    are behind or ahead of this version (one line says which, and what to do), when it
+    cannot listen on HOST:PORT (one line), or when Slack refuses the app-level token of
+    `socket` (one line, naming Slack's error)."""
     if refused(partial(serve_refusal, settings.database_url), nothing="served"):
         return 2
     configure_logging(
@@ -51,18 +53,23 @@ def run(settings: Settings, *, socket_mode: bool) -> int:
     except OSError as error:  # the port is taken, or the host is not this machine's
         log.error("cannot listen on %s:%d: %s", settings.host, settings.port, error)
         return 2
+    except SocketRefused as refusal:  # `socket`: the app-level token, refused by Slack
+        log.error("%s", refusal)
+        return 2
     return 0
 
 
 async def _serve(app: web.Application, settings: Settings) -> None:
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_grace_seconds)
-    await runner.setup()
-    # What start-up made (modules, the ORM's mappings, the clients) lives as long as the
-    # process: out of the collector's sight, a full collection no longer walks it all, a
-    # pause of the event loop that fell on whichever acks were in flight (docs/benchmarks.md).
-    gc.collect()
-    gc.freeze()
     try:
+        # A start that fails part way (Slack refusing the app-level token) closes what it
+        # had opened (the database, the scheduler) in the `finally`.
+        await runner.setup()
+        # What start-up made (modules, the ORM's mappings, the clients) lives as long as the
+        # process: out of the collector's sight, a full collection no longer walks it all, a
+        # pause of the event loop that fell on whichever acks were in flight (docs/benchmarks.md).
+        gc.collect()
+        gc.freeze()
         await web.TCPSite(runner, settings.host, settings.port).start()
         log.info("serving on %s:%d", settings.host, settings.port)
         stop = asyncio.Event()

@@ -1,0 +1,88 @@
+"""`rollout-bot socket` against the sandbox's Socket Mode: Slack's `disconnect` messages."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from test_app import app_of, ephemeral_answer, settings  # noqa: F401
+
+from bot.config import Settings
+from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER
+from sandbox.signing import slash_command_payload
+from sandbox.slack import SlackTestServer
+
+
+def _help(slack: SlackTestServer) -> tuple[str, dict[str, object]]:
+    url = slack.new_response_url(channel=RELEASE_CHANNEL, user=RELEASE_MANAGER)
+    payload = slash_command_payload(
+        text="help", user_id=RELEASE_MANAGER, channel_id=RELEASE_CHANNEL, response_url=url
+    )
+    return url, payload
+
+
+async def test_a_refresh_requested_by_slack_loses_no_ack_and_the_bot_takes_the_next_envelope(
+    settings: Settings,  # noqa: F811
+    slack: SlackTestServer,
+) -> None:
+    """Slack asks for a new connection every few hours (`disconnect`, `refresh_requested`): a
+    command sent just before it is acknowledged and answered once, and the next one, over the
+    new connection, too."""
+    async with TestClient(TestServer(app_of(settings, socket_mode=True))):
+        await slack.wait_for(lambda: slack.socket_connected)
+        before, payload = _help(slack)
+        envelope = await slack.socket_send_envelope(type="slash_commands", payload=payload)
+        await slack.socket_disconnect("refresh_requested")
+        await slack.wait_for_socket_ack(envelope, timeout=10)
+        await slack.wait_for_call("apps.connections.open", count=2, timeout=10)
+        await slack.wait_for(lambda: slack.socket_connected, timeout=10)
+        after, payload = _help(slack)
+        second = await slack.socket_send_envelope(type="slash_commands", payload=payload)
+        await slack.wait_for_socket_ack(second, timeout=10)
+        answers = [await ephemeral_answer(slack, url) for url in (before, after)]
+    assert all("npm-token" in answer for answer in answers)
+    assert [len(slack.responses(url)) for url in (before, after)] == [1, 1]
+
+
+async def test_socket_mode_turned_off_in_the_apps_settings_is_told_in_one_error_line(
+    settings: Settings,  # noqa: F811
+    slack: SlackTestServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Slack's `disconnect` with `link_disabled`: no request reaches the bot any more, which
+    says so and what to do, where the SDK said only that it reconnects."""
+    async with TestClient(TestServer(app_of(settings, socket_mode=True))):
+        await slack.wait_for(lambda: slack.socket_connected)
+        with caplog.at_level(logging.INFO):
+            await slack.socket_disconnect("link_disabled")
+            await slack.wait_for_call("apps.connections.open", count=2, timeout=10)
+    (told,) = [r for r in caplog.records if "link_disabled" in r.getMessage()]
+    assert told.levelno == logging.ERROR
+    assert "turned Socket Mode off" in told.getMessage()
+    assert "app's settings" in told.getMessage()
+
+
+async def test_a_command_slack_delivers_again_over_the_socket_acts_once(
+    settings: Settings,  # noqa: F811
+    slack: SlackTestServer,
+) -> None:
+    """An envelope Slack sends again (not acknowledged in time, say across a reconnect) holds
+    the same payload: the second delivery changes nothing and says the first did it."""
+    async with TestClient(TestServer(app_of(settings, socket_mode=True))):
+        await slack.wait_for(lambda: slack.socket_connected)
+        url = slack.new_response_url(channel=RELEASE_CHANNEL, user=RELEASE_MANAGER)
+        payload = slash_command_payload(
+            text="freeze 2h INC-123 investigation",
+            user_id=RELEASE_MANAGER,
+            channel_id=RELEASE_CHANNEL,
+            response_url=url,
+        )
+        for _ in range(2):
+            envelope = await slack.socket_send_envelope(type="slash_commands", payload=payload)
+            await slack.wait_for_socket_ack(envelope, timeout=10)
+            await slack.wait_for(lambda: len(slack.responses(url)) >= 1, timeout=10)
+        await slack.wait_for(lambda: len(slack.responses(url)) == 2, timeout=10)
+    first, second = (str(post.body["text"]) for post in slack.responses(url))
+    assert "froze deploys until" in first
+    assert second.startswith("Already done by") and "Nothing more was done." in second
