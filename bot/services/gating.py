@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from functools import partial
 from typing import Protocol
 
 from bot.domain import rollout as machine
@@ -29,6 +30,7 @@ from bot.domain.rollout import (
     InvalidTransition,
     Reevaluated,
     Rollout,
+    Stage,
     StageState,
 )
 from bot.services.acting import put_back
@@ -228,16 +230,19 @@ class Gate:
             )
             evaluating = await effects.apply(rollout, ready, plan)
             put_back()  # readied for the verdict, not judged: the click's effect is not done yet
-            await self._judge(
-                evaluating,
-                plan,
-                track=track,
-                stage=stage.key,
-                verdict=verdict,
-                held=held,
-                actor=actor,
-                reading=reading,
-            )
+            asked, latest = evaluating.track(track).stage(stage.key), [evaluating]
+            decide = partial(self._judge, plan=plan, track=track, stage=stage.key, verdict=verdict)
+
+            async def judge() -> None:
+                # Another replica's save since the stage was saved evaluating: the verdict is
+                # taken again on its state, while the stage still evaluates that window. A held
+                # stage has no window timer left to decide it should this click give up.
+                current = latest.pop() if latest else await effects.get(rollout_id)
+                if not still_evaluating(current.track(track).stage(stage.key), asked):
+                    return
+                await decide(current, held=held, actor=actor, reading=reading)
+
+            await effects.serialised(rollout_id, judge)
             await self._follower.settle(rollout_id)
             return await effects.get(rollout_id)
 
@@ -317,6 +322,16 @@ class Gate:
         if self._frozen is None or not auto or verdict.verdict is not Verdict.PASS:
             return None
         return await self._frozen(rollout_id=rollout.id)
+
+
+def still_evaluating(stage: Stage, asked: Stage) -> bool:
+    """Whether `stage`, as stored now, still evaluates the window it was saved evaluating
+    (`asked`): else a stop, another gate or an extension decided it meanwhile."""
+    window = (stage.window_ends_at, stage.observed_from)
+    return stage.state is StageState.EVALUATING and window == (
+        asked.window_ends_at,
+        asked.observed_from,
+    )
 
 
 async def read_gate(

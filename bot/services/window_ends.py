@@ -14,11 +14,11 @@ from datetime import datetime
 from bot.domain import rollout as machine
 from bot.domain.plan import RolloutPlan, settle_of
 from bot.domain.reasons import Reason
-from bot.domain.rollout import Decision, ReadMetrics, Rollout, StageState
+from bot.domain.rollout import Decision, ReadMetrics, Rollout
 from bot.logs import rollout_context
 from bot.services.effects import WINDOW_TIMER, EffectRunner
 from bot.services.following import RunFollower
-from bot.services.gating import Gate
+from bot.services.gating import Gate, still_evaluating
 from bot.services.outbox_messages import figures_request
 from bot.services.records import BOT, Timer
 
@@ -81,12 +81,7 @@ class WindowEnds:
 
         async def take() -> None:
             current = await effects.get(rollout.id)
-            stage = current.track(track).stage(key)
-            window = (stage.window_ends_at, stage.observed_from)
-            if stage.state is not StageState.EVALUATING or window != (
-                asked.window_ends_at,
-                asked.observed_from,
-            ):
+            if not still_evaluating(current.track(track).stage(key), asked):
                 log.info("the gate of %s was decided while its figures were read", key)
                 return
             await self._gate.take(current, plan, track=track, stage=key, judged=judged)

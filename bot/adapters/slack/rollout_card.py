@@ -80,7 +80,7 @@ def rollout_card(rollout: Rollout, plan: RolloutPlan, *, named: bool = False) ->
         blocks.extend(actions([button("Link a run…", Action.LINK_RUN, value)]))
     for track in rollout.tracks:
         plan_track = plan.track(track.name)
-        lines = [lane_title(track, plan_track)]
+        lines = [lane_title(track, plan_track, rollout.refused_approvals)]
         for stage in track.stages:
             lines.extend(stage_lines(stage, plan_track, rollout.refused_approvals))
         blocks.append(DividerBlock())
@@ -235,7 +235,8 @@ def rollout_text(rollout: Rollout, plan: RolloutPlan) -> str:
     lanes = []
     for track in rollout.tracks:
         plan_track = plan.track(track.name)
-        lane = f"{plan_track.label}: {track_standing(track, plan_track)}"
+        standing = track_standing(track, plan_track, rollout.refused_approvals)
+        lane = f"{plan_track.label}: {standing}"
         current = current_stage(track, plan_track, rollout.refused_approvals)
         lanes.append(f"{lane} ({current[1]})" if current else lane)
     return clip(f"Rollout {rollout.tag} ({rollout.phase}). " + ". ".join(lanes), FALLBACK_TEXT)

@@ -132,8 +132,9 @@ def verdict_words(verdict: GateVerdict) -> str:
     return f"{verdict.verdict} ({gate_reason_words(verdict.reason)})"
 
 
-def track_standing(track: Track, plan_track: PlanTrack) -> str:
-    """Where a track stands in a few words: `at 50%`, `halted on beta ring: <why>`, ..."""
+def track_standing(track: Track, plan_track: PlanTrack, refused: Collection[str] = ()) -> str:
+    """Where a track stands in a few words: `at 50%`, `halted on beta ring: <why>`, ...
+    `refused`: as `stage_words`; a stopping track GitHub holds does not say it rolls back."""
     reached = reached_label(plan_track, track)
     state = track.state
     if state is TrackState.PENDING:
@@ -144,6 +145,10 @@ def track_standing(track: Track, plan_track: PlanTrack) -> str:
     if state is TrackState.ABORTING:
         stays = f", stays on {reached}" if reached and track.ending is TrackState.HALTED else ""
         words = state_words(track) + stays
+        if held := _held_by_github(track, plan_track, refused):
+            words = f"not {state_words(track)} yet{stays}: GitHub refused {held} (see the thread)"
+            reason = track.ended_reason
+            return f"{words}; {reason_text(reason)}" if reason else words
     elif state is TrackState.COMPLETED:
         last = plan_track.stages[-1].label
         return f"completed ({last})"
@@ -164,6 +169,20 @@ def _refused(stage: Stage, spec: PlanStage, refused: Collection[str]) -> bool:
     return reviewed and any(n.casefold() == wanted for n in refused)
 
 
+def _held_by_github(track: Track, plan_track: PlanTrack, refused: Collection[str]) -> str | None:
+    """The review of the stopping `track` GitHub refused the bot (its next stage's rejection,
+    its failure job's approval), in words; None when GitHub refused none of them."""
+    for stage in track.stages:
+        spec = plan_track.stage(stage.key)
+        if _refused(stage, spec, refused):
+            review = "rejection" if stage.state is StageState.REJECTED else "approval"
+            return f"the bot's {review} of {spec.label}"
+    failure = plan_track.on_failure
+    if any(name.casefold() == failure.environment.casefold() for name in refused):
+        return f"the bot's approval of {failure.job}"
+    return None
+
+
 def stage_lines(stage: Stage, plan_track: PlanTrack, refused: Collection[str] = ()) -> list[str]:
     spec = plan_track.stage(stage.key)
     emoji = ":warning:" if _refused(stage, spec, refused) else _STAGE_EMOJI[stage.state]
@@ -176,8 +195,9 @@ def stage_lines(stage: Stage, plan_track: PlanTrack, refused: Collection[str] = 
     return lines
 
 
-def lane_title(track: Track, plan_track: PlanTrack) -> str:
-    return f"{_TRACK_EMOJI[track.state]} *{plan_track.label}*: {track_standing(track, plan_track)}"
+def lane_title(track: Track, plan_track: PlanTrack, refused: Collection[str] = ()) -> str:
+    standing = track_standing(track, plan_track, refused)
+    return f"{_TRACK_EMOJI[track.state]} *{plan_track.label}*: {standing}"
 
 
 def _preflight_summary(rollout: Rollout) -> str:

@@ -29,7 +29,7 @@ def _status_lines(rollout: Rollout, plan: RolloutPlan, held: Frozen | None) -> l
         lines.append(held_then_text(held))
     for track in rollout.tracks:
         plan_track = plan.track(track.name)
-        line = f"• {lane_title(track, plan_track)}"
+        line = f"• {lane_title(track, plan_track, rollout.refused_approvals)}"
         current = current_stage(track, plan_track, rollout.refused_approvals)
         if current is not None:
             stage, words = current
