@@ -2,8 +2,9 @@
 
 `GET /api/0/organizations/{org}/sessions/` with Bearer token auth, `field` (`sum(session)`,
 `count_unique(user)`, `crash_rate(session)`, `crash_rate(user)`), `project`, `environment`,
-`query` (`release:"x"`, `!release:"x"`), `start`/`end` or `statsPeriod`, and `interval`
-(whole hours, at least one, dividing a day; the range is rounded out to it, as Sentry does).
+`query` (`release:"x"`, `!release:"x"`), `start`/`end` (the end inclusive) or `statsPeriod`, and
+`interval` (whole hours, at least one, dividing a day; the range is rounded out to it, as Sentry
+does).
 Sessions are recorded with `add_sessions`; every request is kept in `requests`.
 """
 
@@ -110,6 +111,19 @@ class SentryTestServer(LoopbackServer):
             return web.json_response(
                 {"detail": "The requested resource does not exist"}, status=404
             )
+        unknown = set(query.getall("environment", [])) - {b.environment for b in self.batches}
+        if unknown:
+            # Sentry knows an environment once a session or event reported it; it answers a
+            # name it does not know as it answers an unknown organisation.
+            return web.json_response(
+                {"detail": "The requested resource does not exist"}, status=404
+            )
+        projects = query.getall("project", [])
+        if projects and any(p not in (self.project, "-1") for p in projects):
+            # Sentry's answer to a project id the token cannot read (or none of the org's).
+            return web.json_response(
+                {"detail": "You do not have permission to perform this action."}, status=403
+            )
         try:
             return web.json_response(self._answer(query))
         except ValueError as error:
@@ -122,9 +136,6 @@ class SentryTestServer(LoopbackServer):
         unknown = [name for name in fields if name not in _FIELDS]
         if unknown:
             raise ValueError(f'Invalid field: "{unknown[0]}"')
-        projects = query.getall("project", [])
-        if projects and any(p not in (self.project, "-1") for p in projects):
-            raise ValueError("You do not have permission to access the requested projects")
         interval = _interval(query.get("interval", "1h"))
         start, end = _range(query, interval)
         environments = set(query.getall("environment", []))
@@ -196,6 +207,10 @@ def _range(query: MultiDictProxy[str], interval: timedelta) -> tuple[datetime, d
         start = end - timedelta(**{{"m": "minutes", "h": "hours", "d": "days"}[unit]: amount})
     if end <= start:
         raise ValueError("start must be before end")
+    if "end" in query:
+        # Sentry takes an explicit `end` as inclusive: it adds a second before rounding, so an
+        # end on an interval's boundary brings in the whole interval after it.
+        end += timedelta(seconds=1)
     # Sentry rounds the range out to whole intervals.
     step = interval.total_seconds()
     first = datetime.fromtimestamp(start.timestamp() // step * step, UTC)

@@ -151,6 +151,8 @@ async def test_a_release_without_sessions_is_no_data_never_a_zero(
     sentry: SentryTestServer,
 ) -> None:
     with_sessions(sentry)
+    at = datetime.now(UTC) - timedelta(minutes=10)  # the ring's environment has the last release
+    sentry.add_sessions(release=PREVIOUS, environment="ga", count=100, crashed=0, at=at)
     reading = await SentrySource(config(), access=access(sentry)).measure(window("ga"))
     assert reading.figures.crash_rate is None
     (metric,) = reading.metrics
@@ -225,6 +227,38 @@ async def test_a_refused_token_is_inconclusive_and_never_shown(
     assert wrong not in caplog.text and wrong not in repr(access(sentry, wrong))
 
 
+async def test_a_project_the_token_cannot_read_is_named(sentry: SentryTestServer) -> None:
+    """Sentry answers 403 to a project id the token cannot read, or not of the organisation:
+    the card said the token needed org:read, and an operator replaced a good token."""
+    with_sessions(sentry)
+    other = replace(access(sentry), project="4506")
+    reading = await SentrySource(config(), access=other).measure(window())
+    (metric,) = reading.metrics
+    assert metric.problem is not None and "HTTP 403" in metric.problem
+    assert "SENTRY_PROJECT (4506)" in metric.problem
+    assert gate(reading).verdict is Verdict.INCONCLUSIVE
+
+
+async def test_a_ring_environment_sentry_has_not_seen_yet_is_no_data(
+    sentry: SentryTestServer,
+) -> None:
+    """Sentry answers 404 to an environment no session has reported yet (a ring's first
+    release), as to an unknown organisation: the card said only "the requested resource does
+    not exist", and the doctor called a sound setup's fresh ring unanswered."""
+    with_sessions(sentry)
+    reading = await SentrySource(config(), access=access(sentry)).measure(window("ga"))
+    (metric,) = reading.metrics
+    assert metric.problem == (
+        "value: no data: Sentry knows no environment 'ga' (no session or event has reported it "
+        "yet): check the plan's environment if the ring reports"
+    )
+    assert gate(reading).verdict is Verdict.INCONCLUSIVE
+    wrong_org = replace(access(sentry), org="scriptum-typo")
+    reading = await SentrySource(config(), access=wrong_org).measure(window("ga"))
+    (metric,) = reading.metrics
+    assert metric.problem is not None and "HTTP 404" in metric.problem
+
+
 async def test_an_unconfigured_sentry_is_inconclusive() -> None:
     reading = await SentrySource(config(), access=None).measure(window())
     (metric,) = reading.metrics
@@ -243,11 +277,20 @@ async def test_the_server_keeps_sentrys_interval_rules(sentry: SentryTestServer)
             assert response.status == 400
         async with session.get(url, params={**base, "interval": "1h"}) as response:
             body = await response.json()
+        # Sentry takes the end as inclusive (a second added before rounding): an end on the
+        # hour brings in the hour after it.
+        on_the_hour = {**base, "end": "2025-06-02T10:00:00", "interval": "1h"}
+        async with session.get(url, params=on_the_hour) as response:
+            inclusive = await response.json()
     # The range is rounded out to whole hours, as Sentry does.
     assert (body["start"], body["end"]) == ("2025-06-02T09:00:00Z", "2025-06-02T10:00:00Z")
     assert body["groups"] == [
         {"by": {}, "totals": {"sum(session)": 10}, "series": {"sum(session)": [10]}}
     ]
+    assert (inclusive["start"], inclusive["end"]) == (
+        "2025-06-02T09:00:00Z",
+        "2025-06-02T11:00:00Z",
+    )
 
 
 def test_a_plan_reading_sentry_needs_its_settings(
@@ -313,3 +356,22 @@ async def test_a_window_shorter_than_a_second_is_still_a_range_sentry_takes(
     assert metric.problem is None  # not "Sentry answered HTTP 400: start must be before end"
     request = sentry.requests[0]
     assert request.params["start"] < request.params["end"]
+
+
+async def test_a_window_ending_on_the_hour_does_not_count_the_hour_after_it(
+    sentry: SentryTestServer,
+) -> None:
+    """Sentry takes `end` as inclusive and rounds the range out to whole hours: a window ending
+    at 11:00:00 sent as `end=11:00:00` read 10:00 to 12:00, and the healthy sessions started
+    after the window (read as its gate settled, or late) diluted a ring crashing in half of its
+    window's sessions under its limit: a PASS."""
+    start = datetime(2025, 6, 2, 10, 0, tzinfo=UTC)
+    end = start + timedelta(hours=1)
+    at = start + timedelta(minutes=30)
+    sentry.add_sessions(release=RELEASE, environment="internal", count=10, crashed=5, at=at)
+    after = end + timedelta(minutes=20)
+    sentry.add_sessions(release=RELEASE, environment="internal", count=5000, crashed=0, at=after)
+    hour = replace(window(), start=start, end=end, rollout_start=start)
+    reading = await SentrySource(config(), access=access(sentry)).measure(hour)
+    assert (reading.figures.crash_rate, reading.figures.sample) == (Decimal("0.5"), 10)
+    assert gate(reading).verdict is Verdict.KILL_SWITCH

@@ -76,23 +76,33 @@ class SentryClient:
             ("field", count_field),
             ("project", self._access.project),
             ("query", query),
-            # Whole seconds, the end rounded up: a window shorter than a second must not read
-            # as an empty range, which Sentry refuses ("start must be before end").
             ("start", _iso(start)),
-            ("end", _iso(end, up=True)),
+            ("end", _inclusive_end(start, end)),
             ("interval", "1h"),
         ]
         if environment:
             params.append(("environment", environment))
-        url = f"{self._access.url.rstrip('/')}/api/0/organizations/{self._access.org}/sessions/"
-        headers = {"Authorization": f"Bearer {self._access.token.get_secret_value()}"}
-        status, body = await request_json(
-            session, "GET", url, service="Sentry", params=params, headers=headers
-        )
-        if status in (401, 403):
+        status, body = await self._get(session, params)
+        if status == 404 and environment:
+            # Sentry answers 404 to an environment no session or event has reported yet (a
+            # ring's first release), as to an unknown organisation: asked without it, it tells.
+            unfiltered, _ = await self._get(session, params[:-1])
+            if unfiltered == 200:
+                raise MetricsProblem(
+                    f"no data: Sentry knows no environment {environment!r} (no session or event "
+                    "has reported it yet): check the plan's environment if the ring reports"
+                )
+        if status == 401:
             raise MetricsProblem(
-                f"Sentry refused the token (HTTP {status}): SENTRY_TOKEN needs org:read "
-                "on the organisation"
+                "Sentry refused the token (HTTP 401): SENTRY_TOKEN is invalid, expired or revoked"
+            )
+        if status == 403:
+            # Sentry answers a project id the token cannot read (or not the organisation's) so
+            # too: the token alone named, an operator would replace a good one.
+            raise MetricsProblem(
+                f"Sentry refused the request (HTTP 403): SENTRY_TOKEN needs org:read on "
+                f"{self._access.org}, and SENTRY_PROJECT ({self._access.project}) must be the "
+                "numeric id of one of its projects the token can read"
             )
         if status != 200 or not isinstance(body, dict):
             detail = body.get("detail") if isinstance(body, dict) else None
@@ -103,6 +113,15 @@ class SentryClient:
             return _totals(body, field, count_field)
         except (ValueError, TypeError, AttributeError):
             raise MetricsProblem("Sentry answered in an unexpected shape") from None
+
+    async def _get(
+        self, session: aiohttp.ClientSession, params: list[tuple[str, str]]
+    ) -> tuple[int, Any]:
+        url = f"{self._access.url.rstrip('/')}/api/0/organizations/{self._access.org}/sessions/"
+        headers = {"Authorization": f"Bearer {self._access.token.get_secret_value()}"}
+        return await request_json(
+            session, "GET", url, service="Sentry", params=params, headers=headers
+        )
 
 
 class SentrySource(LiveSource):
@@ -268,12 +287,22 @@ def _release_url(access: SentryAccess, release: str, environment: str | None) ->
     return url + (f"&environment={quote(environment, safe='')}" if environment else "")
 
 
-def _iso(moment: datetime, *, up: bool = False) -> str:
-    """The moment in whole seconds, as Sentry reads it: cut down, or `up` to the next second."""
-    moment = moment.astimezone(UTC)  # first: arithmetic on a local time can lose its fold
-    if up and moment.microsecond:
-        moment += timedelta(microseconds=1_000_000 - moment.microsecond)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S")
+def _inclusive_end(start: datetime, end: datetime) -> str:
+    """The window's last whole second, as Sentry reads `end`: inclusive (it adds a second, then
+    rounds the range out to whole hours). An end of 11:00:00 sent as is read the hour after the
+    window too, its sessions diluting the window's. At least a second after the start: a window
+    shorter than a second must not read as an empty range, which Sentry refuses ("start must be
+    before end")."""
+    start, end = start.astimezone(UTC), end.astimezone(UTC)  # first: a local time's fold
+    if end.microsecond:
+        end += timedelta(microseconds=1_000_000 - end.microsecond)
+    last = max(end - timedelta(seconds=1), start.replace(microsecond=0) + timedelta(seconds=1))
+    return _iso(last)
+
+
+def _iso(moment: datetime) -> str:
+    """The moment in whole seconds, as Sentry reads it (cut down)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def _parse_time(stamp: object) -> datetime:
