@@ -86,3 +86,24 @@ async def test_a_command_slack_delivers_again_over_the_socket_acts_once(
     first, second = (str(post.body["text"]) for post in slack.responses(url))
     assert "froze deploys until" in first
     assert second.startswith("Already done by") and "Nothing more was done." in second
+
+
+@pytest.mark.parametrize(
+    ("error", "status"), [("internal_error", 500), ("service_unavailable", 200)]
+)
+async def test_slack_in_trouble_at_start_is_no_refusal_of_the_app_token(
+    settings: Settings,  # noqa: F811
+    slack: SlackTestServer,
+    caplog: pytest.LogCaptureFixture,
+    error: str,
+    status: int,
+) -> None:
+    """Slack's own trouble when `socket` asks for its first URL (a 5xx, a documented 'try
+    again' error) does not say the app-level token is refused, nor stop the bot (a sound token
+    told to be replaced, a replica exiting 2 at every start during a Slack incident): the URL
+    is asked for again and the bot serves."""
+    slack.fail_next("apps.connections.open", error=error, status=status)
+    async with TestClient(TestServer(app_of(settings, socket_mode=True))):
+        await slack.wait_for_call("apps.connections.open", count=2, timeout=10)
+        await slack.wait_for(lambda: slack.socket_connected, timeout=10)
+    assert not [r for r in caplog.records if "refused SLACK_APP_TOKEN" in r.getMessage()]

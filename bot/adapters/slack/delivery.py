@@ -41,17 +41,15 @@ CHANNEL_REFUSALS = frozenset(
         "ekm_access_denied",
     }
 )
-# Slack's own troubles (its documented "try again" errors), and a refusal of the bot's token,
-# which an operator may be fixing (a token rotated, an IP allow-list): retried with backoff
-# (for about half an hour, `Outbox`), not given up at the first answer. Any other error is a
-# refusal of the message.
-_TRANSIENT = frozenset(
+# Slack's own troubles: its documented "try again" errors (with HTTP 5xx, the same).
+SLACK_TROUBLE = frozenset(
+    {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+)
+# Slack's troubles, and a refusal of the bot's token, which an operator may be fixing (a token
+# rotated, an IP allow-list): retried with backoff (for about half an hour, `Outbox`), not given
+# up at the first answer. Any other error is a refusal of the message.
+_TRANSIENT = SLACK_TROUBLE | frozenset(
     {
-        "ratelimited",
-        "internal_error",
-        "fatal_error",
-        "service_unavailable",
-        "request_timeout",
         "invalid_auth",
         "not_authed",
         "account_inactive",

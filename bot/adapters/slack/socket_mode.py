@@ -11,6 +11,8 @@ from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 
+from bot.adapters.slack.delivery import SLACK_TROUBLE
+
 log = logging.getLogger(__name__)
 
 
@@ -22,15 +24,16 @@ async def connected(bolt: AsyncApp, token: str) -> AsyncSocketModeHandler:
     """`bolt`'s Socket Mode connection, open. The first URL is asked for here: Slack's refusal
     of the token (revoked, wrong, without `connections:write`, Socket Mode turned off) is
     `SocketRefused`, naming Slack's error, where the SDK would ask again every 10 seconds for
-    ever, a traceback each time, and the bot would never serve. Slack out of reach, or its
-    rate limit, is left to the SDK, which tries again."""
+    ever, a traceback each time, and the bot would never serve. Slack out of reach, its rate
+    limit or its own trouble (HTTP 5xx, `internal_error`, `service_unavailable`...) is no
+    refusal of the token: left to the SDK, which tries again."""
     handler = AsyncSocketModeHandler(bolt, token)
     handler.client.on_message_listeners.append(_disconnect_told)
     try:
         opened = await handler.client.web_client.apps_connections_open(app_token=token)
     except SlackApiError as refused:
         error = refused.response.get("error")
-        if error != "ratelimited":
+        if refused.response.status_code < 500 and error and error not in SLACK_TROUBLE:
             await handler.close_async()  # type: ignore[no-untyped-call]
             raise SocketRefused(
                 f"Slack refused SLACK_APP_TOKEN for Socket Mode ({error}): set an app-level "
