@@ -56,4 +56,10 @@ async def test_a_reevaluate_of_a_held_stage_decides_again_after_a_save_elsewhere
 
         assert elsewhere, "the verdict was never saved"
         assert told is None, told
-        await box.wait_until(lambda r: r.track("relay").state is TrackState.ROLLED_BACK)
+        done = await box.wait_until(lambda r: r.track("relay").state is TrackState.ROLLED_BACK)
+        # Taken once: the lost save recorded nothing, and its retry said it once.
+        events = await box.audit.list_for_rollout(done.id)
+        verdicts = [e.result for e in events if e.action == "gate" and e.stage == "canary"]
+        assert verdicts.count("ROLLBACK") == 1, verdicts
+        said = [line for line in box.thread() if "gate *ROLLBACK*" in line]
+        assert len(said) == 1, box.thread()

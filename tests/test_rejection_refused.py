@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 from figures import CANARY_CRASHING, HALF_OK, passing_sandbox
 from sandbox_views import RELAY_ROLLED_BACK_AT_CANARY, dispatched, reviews, stage_state
-from test_approval_refused import REFUSED, refusals
-from test_desktop_track import card_shows
+from test_approval_refused import REFUSED, ga_refused_by_github, refusals
+from test_desktop_track import card_shows, ga_plan
 from test_github_faults import REVIEWS
 
 from bot.domain.rollout import StageState, TrackState
 from sandbox.github_json import error
-from sandbox.harness import write_figures
+from sandbox.harness import Sandbox, write_figures
 
 pytestmark = pytest.mark.story
 
@@ -67,3 +67,26 @@ async def test_a_refused_rejection_of_a_failed_gate_is_told_once_and_the_card_sa
         assert done.refused_approvals == ()
         assert reviews(box, "relay") == RELAY_ROLLED_BACK_AT_CANARY
         await box.slack.wait_for(lambda: "refused" not in box.card_message().rendered)
+
+
+async def test_a_kill_whose_rejection_is_refused_after_the_approval_was_is_told_too(
+    tmp_path: Path, database_url: str
+) -> None:
+    """GitHub refused the bot's approval of the GA ring (told), and then refuses the kill's
+    rejection of it as well (the same missing rights): the kill-switch job cannot start, and
+    the thread is told so once; the approval's refusal, told before, does not stand for it."""
+    async with Sandbox(
+        workdir=tmp_path, database_url=database_url, plan_yaml=ga_plan(tmp_path)
+    ) as box:
+        await ga_refused_by_github(box)
+        await box.wait_for_thread("refused the bot's approval of *GA ring*")
+
+        answer = await box.command("kill crash spike in beta")
+        assert "Kill-switch tripped" in answer, answer
+        told = await box.wait_for_thread("refused the bot's rejection of *GA ring*")
+        assert f"403: {REFUSED}" in told and "kill-switch" in told, told
+        asked = refusals(box)
+        await box.wait_until(lambda _: refusals(box) >= asked + 3)
+        said = [line for line in box.thread() if "refused the bot's rejection" in line]
+        assert len(said) == 1, box.thread()
+        await card_shows(box, "`desktop-ga` · held by GitHub: it refused the bot's rejection")

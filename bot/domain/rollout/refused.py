@@ -33,6 +33,17 @@ def approval_refused(rollout: Rollout, plan: RolloutPlan, review: Review, cause:
     return Decision(replace(rollout, refused_approvals=refused), (Announce(told, failure=True),))
 
 
+def rejecting(rollout: Rollout, environment: str) -> Rollout:
+    """The rollout once a stopping track rejects its stage at `environment`: a refusal kept
+    there was of the bot's approval (told as such), so that the rejection's own refusal, if
+    GitHub refuses it too, is told (the kill-switch or rollback job cannot start)."""
+    wanted = environment.casefold()
+    kept = tuple(name for name in rollout.refused_approvals if name.casefold() != wanted)
+    return (
+        rollout if kept == rollout.refused_approvals else replace(rollout, refused_approvals=kept)
+    )
+
+
 def still_refused(rollout: Rollout, plan: RolloutPlan, snapshot: RunSnapshot) -> Rollout:
     """The rollout without the refused reviews whose job no longer waits (GitHub took a
     review, a person's or the bot's asked again, or the job was cancelled or skipped)."""

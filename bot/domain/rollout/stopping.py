@@ -17,6 +17,7 @@ from bot.domain.rollout.events import (
     StageRejected,
     TrackStopped,
 )
+from bot.domain.rollout.refused import rejecting
 from bot.domain.rollout.state import (
     REACHED,
     REJECTABLE,
@@ -114,6 +115,7 @@ def reconcile_aborting(
             if stage.state is not StageState.REJECTED:
                 track = track.with_stage(replace(stage, state=StageState.REJECTED))
                 work.effects.append(Announce(StageRejected(plan_track.label, spec.label)))
+                work.rollout = rejecting(work.rollout, spec.environment)
     work.set_track(track)
     failure = plan_track.on_failure
     if snapshot.is_waiting(failure.environment):
