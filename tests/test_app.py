@@ -643,15 +643,26 @@ async def test_a_failed_scheduler_pass_does_not_move_the_tick_readyz_reads(
         assert tick is not None and tick <= failed_at, "a failed pass moved the scheduler's tick"
 
 
+def socket_command(slack: SlackTestServer, text: str, **extra: str) -> tuple[str, dict[str, str]]:
+    """A release manager's `/rollout <text>` in the release channel, as Slack sends it over the
+    socket: its response URL and its payload."""
+    url = slack.new_response_url(channel=RELEASE_CHANNEL, user=RELEASE_MANAGER)
+    payload = slash_command_payload(
+        text=text,
+        user_id=RELEASE_MANAGER,
+        channel_id=RELEASE_CHANNEL,
+        response_url=url,
+        **extra,
+    )
+    return url, payload
+
+
 async def test_socket_mode_answers_help_over_the_socket(
     settings: Settings, slack: SlackTestServer
 ) -> None:
     async with TestClient(TestServer(app_of(settings, socket_mode=True))):
         await slack.wait_for(lambda: slack.socket_connected)
-        url = slack.new_response_url(channel=RELEASE_CHANNEL, user=RELEASE_MANAGER)
-        payload = slash_command_payload(
-            text="help", user_id=RELEASE_MANAGER, channel_id=RELEASE_CHANNEL, response_url=url
-        )
+        url, payload = socket_command(slack, "help")
         envelope = await slack.socket_send_envelope(type="slash_commands", payload=payload)
         await slack.wait_for_socket_ack(envelope)
         answer = await ephemeral_answer(slack, url)
@@ -665,14 +676,7 @@ async def test_socket_mode_refuses_a_command_from_another_workspace_in_its_ack(
     answered in its acknowledgement and reaches no listener."""
     async with TestClient(TestServer(app_of(settings, socket_mode=True))):
         await slack.wait_for(lambda: slack.socket_connected)
-        url = slack.new_response_url(channel=RELEASE_CHANNEL, user=RELEASE_MANAGER)
-        payload = slash_command_payload(
-            text="help",
-            user_id=RELEASE_MANAGER,
-            channel_id=RELEASE_CHANNEL,
-            response_url=url,
-            team_id="T0ELSEWHERE",
-        )
+        url, payload = socket_command(slack, "help", team_id="T0ELSEWHERE")
         envelope = await slack.socket_send_envelope(type="slash_commands", payload=payload)
         ack = await slack.wait_for_socket_ack(envelope)
     assert ack["payload"] == {"response_type": "ephemeral", "text": ELSEWHERE}

@@ -6,20 +6,10 @@ import logging
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from test_app import app_of, ephemeral_answer, settings  # noqa: F401
+from test_app import app_of, ephemeral_answer, settings, socket_command  # noqa: F401
 
 from bot.config import Settings
-from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER
-from sandbox.signing import slash_command_payload
 from sandbox.slack import SlackTestServer
-
-
-def _help(slack: SlackTestServer) -> tuple[str, dict[str, object]]:
-    url = slack.new_response_url(channel=RELEASE_CHANNEL, user=RELEASE_MANAGER)
-    payload = slash_command_payload(
-        text="help", user_id=RELEASE_MANAGER, channel_id=RELEASE_CHANNEL, response_url=url
-    )
-    return url, payload
 
 
 async def test_a_refresh_requested_by_slack_loses_no_ack_and_the_bot_takes_the_next_envelope(
@@ -31,13 +21,13 @@ async def test_a_refresh_requested_by_slack_loses_no_ack_and_the_bot_takes_the_n
     new connection, too."""
     async with TestClient(TestServer(app_of(settings, socket_mode=True))):
         await slack.wait_for(lambda: slack.socket_connected)
-        before, payload = _help(slack)
+        before, payload = socket_command(slack, "help")
         envelope = await slack.socket_send_envelope(type="slash_commands", payload=payload)
         await slack.socket_disconnect("refresh_requested")
         await slack.wait_for_socket_ack(envelope, timeout=10)
         await slack.wait_for_call("apps.connections.open", count=2, timeout=10)
         await slack.wait_for(lambda: slack.socket_connected, timeout=10)
-        after, payload = _help(slack)
+        after, payload = socket_command(slack, "help")
         second = await slack.socket_send_envelope(type="slash_commands", payload=payload)
         await slack.wait_for_socket_ack(second, timeout=10)
         answers = [await ephemeral_answer(slack, url) for url in (before, after)]
@@ -71,13 +61,7 @@ async def test_a_command_slack_delivers_again_over_the_socket_acts_once(
     the same payload: the second delivery changes nothing and says the first did it."""
     async with TestClient(TestServer(app_of(settings, socket_mode=True))):
         await slack.wait_for(lambda: slack.socket_connected)
-        url = slack.new_response_url(channel=RELEASE_CHANNEL, user=RELEASE_MANAGER)
-        payload = slash_command_payload(
-            text="freeze 2h INC-123 investigation",
-            user_id=RELEASE_MANAGER,
-            channel_id=RELEASE_CHANNEL,
-            response_url=url,
-        )
+        url, payload = socket_command(slack, "freeze 2h INC-123 investigation")
         for _ in range(2):
             envelope = await slack.socket_send_envelope(type="slash_commands", payload=payload)
             await slack.wait_for_socket_ack(envelope, timeout=10)
