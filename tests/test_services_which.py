@@ -1,0 +1,77 @@
+"""Many services: which service a command acts on when its first word names (or nearly names)
+another service. A kill-switch tripped on the wrong service, or a lane locked there, is an
+incident of its own while the service named keeps burning. Each test's docstring says what
+went wrong before."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from figures import passing_sandbox
+from test_services_corners import SEARCH_CHANNEL, SERVICES
+
+from sandbox.config import RELEASE_CHANNEL
+from sandbox.harness import Sandbox
+
+
+@pytest.fixture
+async def box(tmp_path: Path) -> AsyncIterator[Sandbox]:
+    async with passing_sandbox(tmp_path, rollout_services=SERVICES) as sandbox:
+        yield sandbox
+
+
+async def test_a_reason_that_starts_with_a_service_released_elsewhere_is_refused(
+    box: Sandbox,
+) -> None:
+    """In search's own channel, `/rollout kill relay calls time out` tripped search's
+    kill-switch with the reason "relay calls time out" (and `lock relay ...` locked search's
+    lane), silently: the person named relay, and relay kept burning. It is refused, saying
+    where relay is released and how to give search's kill-switch that reason."""
+    for subcommand in ("kill", "lock", "unlock"):
+        answer = await box.command(f"{subcommand} relay calls time out", channel=SEARCH_CHANNEL)
+        assert "Nothing was changed" in answer, answer
+        assert "`relay` is released in" in answer and RELEASE_CHANNEL in answer, answer
+        assert f"`/rollout {subcommand} search relay ...`" in answer, answer
+        assert "no rollout in progress" not in answer, answer
+    assert "lock" not in (await box.command("status", channel=SEARCH_CHANNEL)).lower()
+    # Named first, the reason is search's, as the refusal says.
+    answer = await box.command("kill search relay calls time out", channel=SEARCH_CHANNEL)
+    assert "no rollout in progress" in answer, answer
+
+
+async def test_a_misspelt_service_is_asked_about_not_read_as_a_tag_or_a_reason(
+    box: Sandbox,
+) -> None:
+    """`/rollout start billing-apl v1.4.2` answered "Unexpected `v1.4.2`" (the misspelt name
+    read as the tag), and in search's channel `/rollout kill billing-apl checkout errors`
+    tripped search's kill-switch. Each is refused, naming the service meant."""
+    typed = {
+        "start billing-apl v1.4.2": RELEASE_CHANNEL,
+        "promote billing-apl": RELEASE_CHANNEL,
+        "status billing-apl": RELEASE_CHANNEL,
+        "history billing-apl": SEARCH_CHANNEL,
+        "freeze billing-apl 2h INC-1": SEARCH_CHANNEL,
+        "kill billing-apl checkout errors spiking": SEARCH_CHANNEL,
+        "lock billing-apl checkout errors spiking": SEARCH_CHANNEL,
+        "kill Relya calls time out": SEARCH_CHANNEL,
+    }
+    for text, channel in typed.items():
+        answer = await box.command(text, channel=channel)
+        meant = "relay" if "Relya" in text else "billing-api"
+        word = text.split()[1]
+        assert f"`{word}` is not a service of this bot: did you mean `{meant}`?" in answer, answer
+        assert "Nothing was changed" in answer and "`search`" in answer, answer
+        assert "no rollout in progress" not in answer, answer
+    status = (await box.command("status", channel=SEARCH_CHANNEL)).lower()
+    assert "lock" not in status and "frozen" not in status, status
+
+
+async def test_a_reason_that_starts_like_the_channels_own_service_is_its_reason(
+    box: Sandbox,
+) -> None:
+    """A reason whose first word is close to the name of the channel's own (only) service
+    cannot act on another service: the kill-switch goes through, with the reason as typed."""
+    answer = await box.command("kill serch is down", channel=SEARCH_CHANNEL)
+    assert "no rollout in progress" in answer, answer
