@@ -36,6 +36,10 @@ async def test_a_reason_that_starts_with_a_service_released_elsewhere_is_refused
         assert f"`/rollout {subcommand} search relay ...`" in answer, answer
         assert "no rollout in progress" not in answer, answer
     assert "lock" not in (await box.command("status", channel=SEARCH_CHANNEL)).lower()
+    # In a channel of several, the same: relay's kill-switch does not trip for search.
+    answer = await box.command("kill search errors spiking", channel=RELEASE_CHANNEL)
+    assert "`search` is released in" in answer and SEARCH_CHANNEL in answer, answer
+    assert "`/rollout kill relay search ...`" in answer, answer
     # Named first, the reason is search's, as the refusal says.
     answer = await box.command("kill search relay calls time out", channel=SEARCH_CHANNEL)
     assert "no rollout in progress" in answer, answer
@@ -64,6 +68,8 @@ async def test_a_misspelt_service_is_asked_about_not_read_as_a_tag_or_a_reason(
         assert f"`{word}` is not a service of this bot: did you mean `{meant}`?" in answer, answer
         assert "Nothing was changed" in answer and "`search`" in answer, answer
         assert "no rollout in progress" not in answer, answer
+        if text.startswith(("kill", "lock")):
+            assert f"`/rollout {text.split()[0]} search {word} ...`" in answer, answer
     status = (await box.command("status", channel=SEARCH_CHANNEL)).lower()
     assert "lock" not in status and "frozen" not in status, status
 

@@ -258,9 +258,17 @@ class ServiceDirectory:
         misspelt = misspelt_service(text, self._by_name)
         if misspelt is None or (subcommand in _FREE_TEXT and here == (self._by_name[misspelt[1]],)):
             return
+        typed, meant = shown(misspelt[0]), misspelt[1]
+        ours = here[0].service.name if here else None
+        as_reason = (
+            f" To give `{ours}` this reason, name it first: "
+            f"`/rollout {subcommand.value} {ours} {typed} ...`."
+            if subcommand in _FREE_TEXT and ours is not None
+            else ""
+        )
         raise InvalidCommand(
-            f"`{shown(misspelt[0])}` is not a service of this bot: did you mean "
-            f"`{misspelt[1]}`? The services: {_names(self.each)}. Nothing was changed."
+            f"`{typed}` is not a service of this bot: did you mean `{meant}`? The services: "
+            f"{_names(self.each)}. Nothing was changed.{as_reason}"
         )
 
     def _elsewhere(
