@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 from figures import passing_sandbox
+from test_services import card_of
 from test_services_corners import SEARCH_CHANNEL, SERVICES
 
+from bot.domain.rollout import Phase, holding_tracks
 from sandbox.config import RELEASE_CHANNEL
 from sandbox.harness import Sandbox
 
@@ -81,3 +83,21 @@ async def test_a_reason_that_starts_like_the_channels_own_service_is_its_reason(
     cannot act on another service: the kill-switch goes through, with the reason as typed."""
     answer = await box.command("kill serch is down", channel=SEARCH_CHANNEL)
     assert "no rollout in progress" in answer, answer
+
+
+async def test_what_a_kill_or_a_promote_acted_on_is_said_with_its_services_name(
+    box: Sandbox,
+) -> None:
+    """In search's channel, `/rollout kill checkout errors` answered "Kill-switch tripped for
+    `v3.0.0`": nothing said it was search's, in a bot whose other services may release the
+    same tag. The answer names the service acted on, as the lane's answers do."""
+    assert "Preflight" in await box.command("start v3.0.0 --flags-ready", channel=SEARCH_CHANNEL)
+    await box.slack.wait_for(lambda: bool(box.slack.messages(SEARCH_CHANNEL)), timeout=30)
+    card = card_of(box, "search v3.0.0", SEARCH_CHANNEL)
+    await box.click("dispatch", channel=SEARCH_CHANNEL, message=card)
+    await box.wait_until(lambda r: bool(holding_tracks(r)), service="search")
+    promoted = await box.command("promote", channel=SEARCH_CHANNEL)
+    assert promoted.startswith("*search*: ") and "Promoted `v3.0.0`" in promoted, promoted
+    killed = await box.command("kill checkout errors", channel=SEARCH_CHANNEL)
+    assert killed.startswith("*search*: ") and "`v3.0.0`" in killed, killed
+    assert (await box.rollout("search")).phase is not Phase.PREFLIGHT
