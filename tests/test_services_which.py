@@ -5,23 +5,14 @@ went wrong before."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
-from figures import passing_sandbox
 from test_services import card_of
-from test_services_corners import SEARCH_CHANNEL, SERVICES
+from test_services_corners import SEARCH_CHANNEL, box
 
 from bot.domain.rollout import Phase, holding_tracks
 from sandbox.config import RELEASE_CHANNEL
 from sandbox.harness import Sandbox
 
-
-@pytest.fixture
-async def box(tmp_path: Path) -> AsyncIterator[Sandbox]:
-    async with passing_sandbox(tmp_path, rollout_services=SERVICES) as sandbox:
-        yield sandbox
+__all__ = ["box"]  # the fixture this module's tests use (test_services_corners')
 
 
 async def test_a_reason_that_starts_with_a_service_released_elsewhere_is_refused(
