@@ -134,12 +134,16 @@ async def _ephemeral(
         return "Active rollouts", lane + active_blocks(active, service=shown, room=room, held=held)
     if isinstance(command, commands.History) and command.tag is not None:
         timeline = await controls.timeline(command.tag)
-        return audit_views.timeline_text(timeline), audit_views.timeline_blocks(timeline)
+        return audit_views.timeline_text(timeline), audit_views.timeline_blocks(
+            timeline, service=shown
+        )
     if isinstance(command, commands.History):
         recent = await rollouts.history(tag=command.tag)
         plans = await plans_of(services, recent)
         undone = await services.reports.rolled_back_after(recent)
-        return "Rollout history", history_blocks(recent, lambda r: plans[r.id], undone)
+        return "Rollout history", history_blocks(
+            recent, lambda r: plans[r.id], undone, service=shown
+        )
     if isinstance(command, commands.Report):
         report = await services.reports.period(command.period, asker=actor)
         return (

@@ -92,3 +92,15 @@ async def test_what_a_kill_or_a_promote_acted_on_is_said_with_its_services_name(
     killed = await box.command("kill checkout errors", channel=SEARCH_CHANNEL)
     assert killed.startswith("*search*: ") and "`v3.0.0`" in killed, killed
     assert (await box.rollout("search")).phase is not Phase.PREFLIGHT
+
+
+async def test_a_history_names_the_service_whose_rollouts_it_lists(box: Sandbox) -> None:
+    """`/rollout history billing-api` answered "No rollouts yet." beside relay's rollouts in
+    the same channel, and `history relay` "Recent rollouts", as if of the channel: nothing
+    said whose. Each names its service, as `status` and `report` do."""
+    assert "Preflight" in await box.command("start relay v1.4.2 --flags-ready")
+    assert "Recent rollouts of relay" in await box.command("history relay")
+    answer = await box.command("history billing-api")
+    assert "No rollouts of billing-api yet." in answer, answer
+    answer = await box.command("history relay v1.4.2")
+    assert "Timeline of v1.4.2 of relay" in answer, answer
