@@ -338,7 +338,22 @@ async def test_the_doctor_s_queries_are_asked_whatever_the_clocks() -> None:
         problems = await unanswered(
             METRICS, endpoints, track="desktop", stage=stage, tag="v1.4.2", service="relay"
         )
-    assert problems == []
+    assert problems == ([], [])
+
+
+async def test_the_doctor_tells_queries_that_answer_no_data_from_those_unanswered() -> None:
+    """A misspelt metric matches no series: the query ran, so it is not unanswered (a ✗), but
+    it answered no data (a ⚠ for a release that runs); before, both read as answered."""
+    stage = load_plan(None).track("relay").stages[0]
+    async with QueryAnswers(vector()) as server:
+        endpoints = MetricsEndpoints(prometheus_url=server.url)
+        problems = await unanswered(
+            METRICS, endpoints, track="desktop", stage=stage, tag="v1.4.2", service="relay"
+        )
+    assert problems is not None
+    unanswerable, no_data = problems
+    assert unanswerable == []
+    assert no_data and all("no data: the query matched no series" in part for part in no_data)
 
 
 # -- the sample behind the rates ----------------------------------------------------------------
