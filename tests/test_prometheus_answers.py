@@ -22,6 +22,7 @@ from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bot.adapters.metrics.live import PASSING_WAIT, RETRY_WAIT
 from bot.adapters.metrics.prometheus import PrometheusSource
 from bot.adapters.metrics.sources import MetricsEndpoints, unanswered
 from bot.domain.clocks import MAX_CLOCK_SKEW
@@ -354,6 +355,49 @@ async def test_the_doctor_tells_queries_that_answer_no_data_from_those_unanswere
     unanswerable, no_data = problems
     assert unanswerable == []
     assert no_data and all("no data: the query matched no series" in part for part in no_data)
+
+
+class PassingFailures(QueryAnswers):
+    """QueryAnswers whose first queries fail as a proxy in front of a Prometheus that restarts
+    fails them, one each: "503" answers HTTP 503 without JSON, "reset" drops the connection."""
+
+    def __init__(self, body: Any, *failures: str) -> None:
+        super().__init__(body)
+        self.failures = list(failures)
+        self.asked = 0
+
+    async def _query(self, request: web.Request) -> web.Response:
+        self.asked += 1
+        if not self.failures:
+            return await super()._query(request)
+        if self.failures.pop(0) == "reset":
+            assert request.transport is not None
+            request.transport.close()
+        return web.Response(status=503, text="Service Unavailable")
+
+
+@pytest.mark.parametrize("failures", [("503",), ("reset",), ("503", "reset")])
+async def test_a_query_failing_in_passing_is_asked_again(failures: tuple[str, ...]) -> None:
+    """A 503 from a proxy (Prometheus restarting) or a connection reset lost the figure: the
+    gate said INCONCLUSIVE and the stage waited out an extension. The query is asked again a
+    second later, a few seconds at most in all, and the figure read."""
+    async with PassingFailures(vector("0.0001"), *failures) as server:
+        source = PrometheusSource(METRICS, url=server.url, clock=lambda: NOW, charts=False)
+        reading = await source.measure(WINDOW)
+    assert reading.figures.crash_rate == Decimal("0.0001")
+    assert server.asked == server.clock_reads + len(failures) + 1
+
+
+async def test_a_query_failing_longer_than_a_gate_waits_is_inconclusive() -> None:
+    """A Prometheus that keeps failing is asked again only while the waits add up to
+    RETRY_WAIT: then the figure is missing with the last answer, the gate INCONCLUSIVE."""
+    async with PassingFailures(vector("0.0001"), *["503"] * 10) as server:
+        source = PrometheusSource(METRICS, url=server.url, clock=lambda: NOW, charts=False)
+        reading = await source.measure(WINDOW)
+    assert reading.figures.crash_rate is None
+    (metric,) = reading.metrics
+    assert metric.problem is not None and "HTTP 503" in metric.problem
+    assert server.asked - server.clock_reads == 1 + int(RETRY_WAIT / PASSING_WAIT)
 
 
 # -- the sample behind the rates ----------------------------------------------------------------
