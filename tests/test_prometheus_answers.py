@@ -22,7 +22,7 @@ from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.adapters.metrics.live import PASSING_WAIT, RETRY_WAIT
+from bot.adapters.metrics.live import PASSING_WAIT, RETRIES, RETRY_WAIT
 from bot.adapters.metrics.prometheus import PrometheusSource
 from bot.adapters.metrics.sources import MetricsEndpoints, unanswered
 from bot.domain.clocks import MAX_CLOCK_SKEW
@@ -359,7 +359,8 @@ async def test_the_doctor_tells_queries_that_answer_no_data_from_those_unanswere
 
 class PassingFailures(QueryAnswers):
     """QueryAnswers whose first queries fail as a proxy in front of a Prometheus that restarts
-    fails them, one each: "503" answers HTTP 503 without JSON, "reset" drops the connection."""
+    fails them, one each: "503" answers HTTP 503 without JSON, "reset" drops the connection,
+    "429" asks to wait 0 seconds."""
 
     def __init__(self, body: Any, *failures: str) -> None:
         super().__init__(body)
@@ -370,9 +371,12 @@ class PassingFailures(QueryAnswers):
         self.asked += 1
         if not self.failures:
             return await super()._query(request)
-        if self.failures.pop(0) == "reset":
+        failure = self.failures.pop(0)
+        if failure == "reset":
             assert request.transport is not None
             request.transport.close()
+        if failure == "429":
+            return web.Response(status=429, headers={"Retry-After": "0"})
         return web.Response(status=503, text="Service Unavailable")
 
 
@@ -398,6 +402,18 @@ async def test_a_query_failing_longer_than_a_gate_waits_is_inconclusive() -> Non
     (metric,) = reading.metrics
     assert metric.problem is not None and "HTTP 503" in metric.problem
     assert server.asked - server.clock_reads == 1 + int(RETRY_WAIT / PASSING_WAIT)
+
+
+async def test_a_rate_limit_asking_no_wait_is_asked_again_a_few_times_only() -> None:
+    """`Retry-After: 0` said again and again waits nothing: the query is asked again RETRIES
+    times, not for ever."""
+    async with PassingFailures(vector("0.0001"), *["429"] * 10) as server:
+        source = PrometheusSource(
+            METRICS, url=server.url, clock=lambda: NOW, charts=False, compare_clocks=False
+        )
+        reading = await source.measure(WINDOW)
+    assert reading.figures.crash_rate is None
+    assert server.asked == 1 + RETRIES
 
 
 # -- the sample behind the rates ----------------------------------------------------------------

@@ -52,6 +52,8 @@ gate's reading is not held longer (a Re-evaluate reads under the rollout's lock,
 waits for). A wait asked beyond it is not waited: the figure is missing, the gate INCONCLUSIVE."""
 PASSING_WAIT = 1.0
 """Seconds before asking again when the failure says no wait of its own."""
+RETRIES = 3
+"""Times a request is asked again at most (a `Retry-After: 0` said each time waits nothing)."""
 _PASSING = frozenset({429, 502, 503, 504})
 """A rate limit, and a gateway's or server's failure that passes (not a refusal of the query)."""
 
@@ -69,9 +71,10 @@ async def request_json(
     MetricsProblem naming `service` when there is no answer (never the URL: it may hold a
     password). A failure that passes (a rate limit, HTTP 502, 503 or 504, the connection refused
     or reset) is asked again when the answer says to wait (`Retry-After`, or Sentry's
-    `X-Sentry-Rate-Limit-Reset` by `clock`), else after PASSING_WAIT, while the waits add up
-    to RETRY_WAIT at most; then the last answer stands. A timeout is not: it took its time."""
-    waited = 0.0
+    `X-Sentry-Rate-Limit-Reset` by `clock`), else after PASSING_WAIT, RETRIES times at most
+    while the waits add up to RETRY_WAIT at most; then the last answer stands. A timeout is
+    not: it took its time."""
+    waited, retries = 0.0, 0
     while True:
         try:
             async with session.request(method, url, **options) as response:
@@ -82,13 +85,13 @@ async def request_json(
                 status, wait = response.status, _wait(response, clock)
         except (aiohttp.ClientError, TimeoutError) as error:
             wait = PASSING_WAIT if _passing(error) else None
-            if wait is None or waited + wait > RETRY_WAIT:
+            if wait is None or waited + wait > RETRY_WAIT or retries == RETRIES:
                 reason = "timed out" if isinstance(error, TimeoutError) else type(error).__name__
                 raise MetricsProblem(f"{service} unreachable ({reason})") from None
         else:
-            if wait is None or waited + wait > RETRY_WAIT:
+            if wait is None or waited + wait > RETRY_WAIT or retries == RETRIES:
                 return status, body
-        waited += wait
+        waited, retries = waited + wait, retries + 1
         await asyncio.sleep(wait)
 
 
