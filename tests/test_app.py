@@ -812,9 +812,8 @@ async def test_a_database_turned_read_only_by_a_failover_makes_readyz_say_so(
             await connection.exec_driver_sql(
                 f'ALTER DATABASE "{name}" SET default_transaction_read_only = on'
             )
-            await connection.exec_driver_sql(
-                f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
-            )
+            ended = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name"
+            await connection.execute(text(ended), {"name": name})
         await admin.dispose()
         ready = await readyz(test_client)
     assert ready == (

@@ -28,7 +28,8 @@ def kept_without_a_card(box: Sandbox, repository: str, *, failed_reads: int = 2)
     github.protection_rule(set(github.engine.protected))
     github.push_tag("v2.0.0")
     run_id = github.create_foreign_run(actor="octocat", branch="v2.0.0")
-    box.github.fail_next("GET", f"/repos/{repository}/actions/runs/{run_id}", 404, times=failed_reads)
+    path = f"/repos/{repository}/actions/runs/{run_id}"
+    box.github.fail_next("GET", path, 404, times=failed_reads)
     return run_id
 
 

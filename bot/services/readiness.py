@@ -2,8 +2,9 @@
 work, and how it stops taking any on SIGTERM.
 
 Ready means the database answers, its migrations are at this binary's head, it takes writes
-(not a standby a failover left DATABASE_URL on), and the scheduler loop went round recently. Liveness (`/healthz`) is only "the process answers"; a replica that
-is alive but not ready is left running and sent nothing.
+(not a standby a failover left DATABASE_URL on), and the scheduler loop went round recently.
+Liveness (`/healthz`) is only "the process answers"; a replica that is alive but not ready is
+left running and sent nothing.
 """
 
 from __future__ import annotations
