@@ -3,16 +3,13 @@ stop the bot's work for the others. Each test's docstring says what went wrong b
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from figures import passing_sandbox
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
+from statement_faults import failing
 from test_services_removed import BILLING, RELAY
 from test_unfollowed_runs import run_cards
 
@@ -33,23 +30,16 @@ def kept_without_a_card(box: Sandbox, repository: str, *, failed_reads: int = 2)
     return run_id
 
 
-@contextmanager
-def reads_of_the_rollout_of_run_fail(run_id: int) -> Iterator[list[str]]:
+def reads_of_the_rollout_of_run_fail(run_id: int) -> AbstractContextManager[list[str]]:
     """Every look for the rollout following the run `run_id` fails, as a statement held up by
     a lock would; the statements failed."""
-    failed: list[str] = []
 
-    def fail(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
+    def held_up(statement: str, params: Any) -> BaseException | None:
         values = params.values() if isinstance(params, dict) else params or ()
-        if "FROM rollouts" in statement and "run_id" in statement and run_id in tuple(values):
-            failed.append(statement)
-            raise OperationalError(statement, params, TimeoutError("statement timeout"))
+        of_the_run = "FROM rollouts" in statement and "run_id" in statement
+        return TimeoutError("statement timeout") if of_the_run and run_id in tuple(values) else None
 
-    event.listen(Engine, "before_cursor_execute", fail)
-    try:
-        yield failed
-    finally:
-        event.remove(Engine, "before_cursor_execute", fail)
+    return failing(held_up)
 
 
 async def test_one_services_failing_sweep_does_not_stop_the_next_services_sweep(
