@@ -1,9 +1,10 @@
 """Readiness (`GET /readyz`) and draining: whether a load balancer should send this replica
 work, and how it stops taking any on SIGTERM.
 
-Ready means the database answers, its migrations are at this binary's head, and the scheduler
-loop went round recently. Liveness (`/healthz`) is only "the process answers"; a replica that
-is alive but not ready is left running and sent nothing.
+Ready means the database answers, its migrations are at this binary's head, it takes writes
+(not a standby a failover left DATABASE_URL on), and the scheduler loop went round recently.
+Liveness (`/healthz`) is only "the process answers"; a replica that is alive but not ready is
+left running and sent nothing.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ class Readiness:
     database: Callable[[], Awaitable[bool]]
     """True when the database answers (`SELECT 1`)."""
     schema: Callable[[], Awaitable[str | None]]
-    """Why the database's migrations are not at this binary's head, or None."""
+    """Why this replica must not serve on the database (its migrations are not at this
+    binary's head, or it takes no writes), or None."""
     last_tick: Callable[[], datetime | None]
     """When the scheduler loop last went round."""
     clock: Clock
