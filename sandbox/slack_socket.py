@@ -25,6 +25,9 @@ class SocketMode:
     _acks: dict[str, dict[str, Any]]
     app_token_revoked: bool
     socket_limit: int = SOCKET_LIMIT
+    handshakes_refused: int = 0
+    """How many of the next WebSocket handshakes are answered 408 (Slack's link host refusing
+    one, seen in the field): their tickets are spent."""
     markup_errors: list[slack_markup.MarkupError]
     wait_for: Callable[[Callable[[], bool], float], Awaitable[None]]
     _notify: Callable[[], Awaitable[None]]
@@ -95,6 +98,9 @@ class SocketMode:
         if ticket not in self._tickets:
             raise web.HTTPUnauthorized(text="invalid ticket")
         self._tickets.discard(ticket)
+        if self.handshakes_refused:
+            self.handshakes_refused -= 1
+            raise web.HTTPRequestTimeout(text="handshake refused")
         ws = web.WebSocketResponse(autoping=True)  # answers the SDK's pings with its own data
         await ws.prepare(request)
         if len(self._sockets) >= self.socket_limit:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 
@@ -156,3 +157,16 @@ async def test_an_eleventh_connection_slack_refuses_is_told_once_naming_the_limi
     told = [r for r in caplog.records if "too_many_websockets" in r.getMessage()]
     assert [r.levelno for r in told] == [logging.ERROR]
     assert "10 connections" in told[0].getMessage()
+
+
+async def test_a_handshake_slack_refuses_is_tried_again_with_a_new_url(
+    settings: Settings,  # noqa: F811
+    slack: SlackTestServer,
+) -> None:
+    """A ticket is spent once presented: after a handshake Slack's link host refuses (a 408),
+    the SDK presented the same URL again every 5 seconds for ever, and a `socket` starting then
+    never served. The next try asks `apps.connections.open` for a new URL."""
+    slack.handshakes_refused = 1
+    async with asyncio.timeout(20), TestClient(TestServer(app_of(settings, socket_mode=True))):
+        await slack.wait_for(lambda: slack.socket_connected, timeout=15)
+    assert len([c for c in slack.calls if c.method == "apps.connections.open"]) == 2

@@ -57,6 +57,9 @@ async def connected(bolt: AsyncApp, token: str, *, clock: Clock) -> SocketLink:
     refusal of the token: left to the SDK, which tries again."""
     handler = AsyncSocketModeHandler(bolt, token)
     link = SocketLink(handler, clock=clock)
+    # The SDK's session for the socket's handshakes, traced: a refused one spends its ticket.
+    await handler.client.aiohttp_client_session.close()
+    handler.client.aiohttp_client_session = aiohttp.ClientSession(trace_configs=[link.tracing()])
     try:
         opened = await handler.client.web_client.apps_connections_open(app_token=token)
     except SlackApiError as refused:
@@ -119,6 +122,21 @@ class SocketLink:
             log.error("%s", reason)
             self._down_told = True
         return reason
+
+    def tracing(self) -> aiohttp.TraceConfig:
+        """Tracing for the session the SDK opens the socket with: a handshake Slack answers
+        other than 101 (a 408 from its link host) spent the URL's single-use ticket, but the
+        SDK presents the same URL every 5 seconds for ever (it asks for a new one only when
+        it has none): it is forgotten, and the next try asks `apps.connections.open`."""
+        trace = aiohttp.TraceConfig()
+        trace.on_request_end.append(self._handshake_answered)
+        return trace
+
+    async def _handshake_answered(
+        self, session: object, context: object, params: aiohttp.TraceRequestEndParams
+    ) -> None:
+        if params.response.status != 101:
+            self._handler.client.wss_uri = None
 
     async def close(self) -> None:
         """Close the socket (at the start of a drain, and at the end): Slack sends what comes
