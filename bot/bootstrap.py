@@ -391,9 +391,13 @@ def audit_trail(sessions: async_sessionmaker[AsyncSession]) -> AuditTrail:
 async def _socket_mode(app: web.Application) -> AsyncIterator[None]:
     token = app[SETTINGS].slack_app_token
     assert token is not None  # the `socket` command refuses to start without it
-    handler = await connected(app[BOLT], token.get_secret_value())
+    link = await connected(app[BOLT], token.get_secret_value(), clock=app[READINESS].clock)
     log.info("connected to Slack over Socket Mode")
+    # A link down past its grace is not ready; a drain closes the socket before anything else:
+    # Slack sends what comes next to another replica's connection.
+    app[READINESS].links.append(link.problem)
+    app[READINESS].stoppers.insert(0, link.close)
     try:
         yield
     finally:
-        await handler.close_async()  # type: ignore[no-untyped-call]
+        await link.close()

@@ -40,7 +40,10 @@ class Readiness:
     stale_after: timedelta
     """A scheduler loop that has not gone round for longer than this is stuck."""
     stoppers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-    """What `drain` stops, in order (the scheduler: it gives back its timers)."""
+    """What `drain` stops, in order (Socket Mode's socket, then the scheduler: it gives back
+    its timers)."""
+    links: list[Callable[[], str | None]] = field(default_factory=list)
+    """Why a link the replica's work comes through is down (Socket Mode's socket), or None."""
     draining: bool = False
     within_s: float = READY_WITHIN_S
     """One budget for the database's part: the ping and the look at the migrations share it."""
@@ -49,6 +52,9 @@ class Readiness:
         """Why this replica should not be sent work, or None when it is ready."""
         if self.draining:
             return "shutting down: this replica takes no new work"
+        for link in self.links:
+            if (down := link()) is not None:
+                return down
         try:
             async with asyncio.timeout(self.within_s):
                 if not await self.database():
