@@ -73,7 +73,7 @@ from storage.deliveries import DeliveryLog
 from storage.lane_holds import LaneHoldStore
 from storage.leases import ServerOffset
 from storage.looks import LookStore
-from storage.migrate import read_only_problem, schema_problem
+from storage.migrate import serving_problem
 from storage.outbox import OutboxStore
 from storage.protection_rules import ProtectionRuleStore
 from storage.rollout_store import RolloutStore
@@ -352,7 +352,7 @@ def _readiness(
     and the outbox loop."""
     return Readiness(
         database=partial(ping, engine),
-        schema=partial(_database_problem, engine),
+        schema=partial(serving_problem, engine),
         last_tick=lambda: scheduler.last_tick,
         clock=clock,
         # Renewed every third of a lease, a timer in hand outlasting one is stuck.
@@ -368,12 +368,6 @@ def _readiness(
             )
         ],
     )
-
-
-async def _database_problem(engine: AsyncEngine) -> str | None:
-    """Behind is not ready; ahead is the rolling upgrade under way (additive migrations); a
-    database that takes no writes (a failover left DATABASE_URL on a standby) is said so."""
-    return await schema_problem(engine, newer_is_fine=True) or await read_only_problem(engine)
 
 
 async def _stop_loops(scheduler: Scheduler, outbox: Outbox, *, grace: timedelta) -> None:

@@ -232,3 +232,10 @@ def _known(revision: str) -> bool:
         return _scripts().get_revision(revision) is not None
     except CommandError:
         return False
+
+
+async def serving_problem(engine: AsyncEngine) -> str | None:
+    """Why a replica is not ready on the database (`/readyz`), or None: its schema behind this
+    binary (ahead is a rolling upgrade under way: migrations are additive), or a database that
+    takes no writes (a failover left DATABASE_URL on a standby)."""
+    return await schema_problem(engine, newer_is_fine=True) or await read_only_problem(engine)
