@@ -13,7 +13,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from bot.domain.plan import RolloutPlan
-from bot.domain.text import clean_text, words_without_invisible_ends
+from bot.domain.text import CLOSING_QUOTE, clean_text, words_without_invisible_ends
 
 DEFAULT_SERVICE = "default"
 """The service of a bot configured without ROLLOUT_SERVICES, and of rows older than services."""
@@ -37,9 +37,10 @@ class Service:
 
 def misspelt_service(text: str, names: Collection[str]) -> tuple[str, str] | None:
     """The word a command's text has right after its subcommand, when it is no service's name
-    but close to one (a typo: `start billing-apl v1.4.2`), and that name; None otherwise."""
+    but close to one (a typo: `start billing-apl v1.4.2`), and that name; None otherwise (a
+    quoted word too: a reason, as typed: `kill "relay calls time out"`)."""
     words = words_without_invisible_ends(clean_text(text)).split(maxsplit=2)
-    if len(words) < 2 or words[1].lower() in names:
+    if len(words) < 2 or words[1].lower() in names or words[1].startswith(tuple(CLOSING_QUOTE)):
         return None
     close = difflib.get_close_matches(words[1].lower(), names, n=1, cutoff=0.8)
     return (words[1], close[0]) if close else None
