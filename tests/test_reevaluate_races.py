@@ -5,16 +5,20 @@ state, not left undone with the stage evaluating and no window timer to decide i
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from figures import HALF_OK, every_gate_passes
 from sandbox_views import stage_state, value_of
-from test_claim_lapses import holding
+from sqlalchemy.exc import OperationalError
+from test_claim_lapses import holding, observing
 from test_controls import CANARY_BAD
 
 from bot.domain.rollout import Rollout, StageState, TrackState
+from bot.services.backstops import REEVALUATE_BACKSTOP
+from handlers.errors import INTERRUPTED
 from sandbox.harness import Sandbox, fast_plan, write_figures
 
 pytestmark = pytest.mark.story
@@ -63,3 +67,116 @@ async def test_a_reevaluate_of_a_held_stage_decides_again_after_a_save_elsewhere
         assert verdicts.count("ROLLBACK") == 1, verdicts
         said = [line for line in box.thread() if "gate *ROLLBACK*" in line]
         assert len(said) == 1, box.thread()
+
+
+def rolls_back(rollout: Rollout) -> bool:
+    return rollout.track("relay").state is TrackState.ROLLED_BACK
+
+
+@pytest.mark.database_matters
+async def test_a_reevaluate_whose_verdict_save_blinks_is_decided_by_its_backstop(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The held relay canary's figures turn bad and Re-evaluate is clicked; the database blinks
+    on the verdict's save (the roll back), after the stage was saved evaluating (a replica that
+    dies there leaves the same). The click says it may not have gone through, and the stage's
+    backstop timer, written with the click, takes the verdict a few minutes later: the track
+    rolls back, once. Before, the stage stayed evaluating with no timer, its window's long
+    fired, until someone clicked again: a failing canary kept its traffic all night."""
+    plan = fast_plan(tmp_path / "figures.yml", window="1h")
+    async with Sandbox(workdir=tmp_path, database_url=database_url, plan_yaml=plan) as box:
+        every_gate_passes(box)
+        await holding(box)
+        write_figures(box.figures, "relay", {"canary": CANARY_BAD, "half": HALF_OK})
+        store = box.services.rollouts.effects.store
+        save = store.save
+        blinked: list[Rollout] = []
+
+        async def blink_on_the_verdict(rollout: Rollout, *args: Any, **kwargs: Any) -> Any:
+            if not blinked and rollout.track("relay").state is not TrackState.ACTIVE:
+                blinked.append(rollout)
+                raise OperationalError("UPDATE rollouts", {}, ConnectionResetError("lost"))
+            return await save(rollout, *args, **kwargs)
+
+        monkeypatch.setattr(store, "save", blink_on_the_verdict)
+        told = await box.click("reevaluate", value=await value_of(box, "reevaluate", "relay"))
+
+        assert blinked, "the verdict was never saved"
+        assert told is not None and INTERRUPTED in told, told
+        stranded = await box.rollout()
+        assert stage_state(stranded, "relay", "canary") is StageState.EVALUATING
+        await box.pass_time(REEVALUATE_BACKSTOP)
+        done = await box.wait_until(rolls_back, timeout=10)
+        events = await box.audit.list_for_rollout(done.id)
+        verdicts = [e.result for e in events if e.action == "gate" and e.stage == "canary"]
+        assert verdicts.count("ROLLBACK") == 1, verdicts
+
+
+@pytest.mark.database_matters
+async def test_a_reevaluate_that_loses_every_verdict_save_says_what_it_did(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Other replicas save the rollout before each of the click's four tries to save its
+    verdict. The person is told the truth: the stage was saved evaluating, its verdict was
+    not, and the gate runs again on its own when (not "this action changed nothing"); it
+    does, and the track rolls back."""
+    plan = fast_plan(tmp_path / "figures.yml", window="1h")
+    async with Sandbox(workdir=tmp_path, database_url=database_url, plan_yaml=plan) as box:
+        every_gate_passes(box)
+        await holding(box)
+        write_figures(box.figures, "relay", {"canary": CANARY_BAD, "half": HALF_OK})
+        store = box.services.rollouts.effects.store
+        save = store.save
+        elsewhere: list[Rollout] = []
+
+        async def another_replica_each_time(rollout: Rollout, *args: Any, **kwargs: Any) -> Any:
+            if len(elsewhere) < 4 and rollout.track("relay").state is not TrackState.ACTIVE:
+                latest = await store.get(rollout.id)
+                assert latest is not None
+                elsewhere.append(await save(looked(latest)))
+            return await save(rollout, *args, **kwargs)
+
+        monkeypatch.setattr(store, "save", another_replica_each_time)
+        told = await box.click("reevaluate", value=await value_of(box, "reevaluate", "relay"))
+
+        assert len(elsewhere) == 4, elsewhere
+        assert told is not None
+        assert "changed nothing" not in told, told
+        assert "no verdict is saved yet" in told and "runs again on its own" in told, told
+        stranded = await box.rollout()
+        assert stage_state(stranded, "relay", "canary") is StageState.EVALUATING
+        await box.pass_time(REEVALUATE_BACKSTOP)
+        await box.wait_until(rolls_back, timeout=10)
+
+
+@pytest.mark.database_matters
+async def test_a_reevaluate_of_an_observed_stage_writes_no_backstop_to_end_its_window_early(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The observed relay canary's figures turn bad and Re-evaluate is clicked; the database
+    blinks on the save that readies the stage for its verdict, so the stage stays observing.
+    Its figures recover: past the backstop's wait the window still runs (its own timer ends
+    it when the card says), never closed early by a backstop that would then promote it."""
+    plan = fast_plan(tmp_path / "figures.yml", window="1h")
+    async with Sandbox(workdir=tmp_path, database_url=database_url, plan_yaml=plan) as box:
+        every_gate_passes(box)
+        await observing(box)
+        write_figures(box.figures, "relay", {"canary": CANARY_BAD, "half": HALF_OK})
+        store = box.services.rollouts.effects.store
+        save = store.save
+        blinked: list[Rollout] = []
+
+        async def blink_on_readying(rollout: Rollout, *args: Any, **kwargs: Any) -> Any:
+            if not blinked and stage_state(rollout, "relay", "canary") is StageState.EVALUATING:
+                blinked.append(rollout)
+                raise OperationalError("UPDATE rollouts", {}, ConnectionResetError("lost"))
+            return await save(rollout, *args, **kwargs)
+
+        monkeypatch.setattr(store, "save", blink_on_readying)
+        told = await box.click("reevaluate", value=await value_of(box, "reevaluate", "relay"))
+
+        assert blinked and told is not None and INTERRUPTED in told, told
+        every_gate_passes(box)
+        await box.pass_time(REEVALUATE_BACKSTOP + timedelta(minutes=1))
+        still = await box.rollout()
+        assert stage_state(still, "relay", "canary") is StageState.OBSERVING
