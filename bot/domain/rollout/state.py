@@ -326,7 +326,7 @@ def backstop_timer_key(
     asked at `asked_at` (one per click: a backstop fired earlier is no backstop for a later
     click). It fires as the window's own timer would (its payload names that window end)."""
     window = window_timer_key(rollout_id, track, stage, ends_at)
-    return f"{window}:reevaluated:{asked_at.astimezone(UTC).isoformat()}"
+    return ":".join((window, "reevaluated", asked_at.astimezone(UTC).isoformat()))
 
 
 def window_timer_payload(track: str, stage: str, ends_at: datetime) -> dict[str, str]:
