@@ -270,3 +270,31 @@ async def test_a_fault_as_a_stage_is_held_leaves_its_freezes_end_watched(
         await box.pass_time(2 * WINDOW)  # the freeze ended
         await box.slack.wait_for(lambda: bool(told(card, ENDED)))
         assert len(told(card, ENDED)) == 1
+
+
+async def test_a_fault_as_an_unfreeze_watches_the_calendar_leaves_an_end_watched(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `/rollout freeze` and the plan's window hold the stages, the freeze the longer; it is
+    lifted while the window still holds them, and the database blinks as the window's end is
+    to be watched instead of the freeze's. The thread is still told the end (when the lifted
+    freeze's watch fires: it was not cancelled before the new watch was written). Before, the
+    freeze's watch was cancelled first, and nothing told the thread: the `promote: auto`
+    stages waited for a Promote nobody was prompted to give."""
+    start = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=10)
+    async with auto_sandbox(tmp_path, database_url, freezes=[calendar_window(start, 2)]) as box:
+        card = await held_in_a_freeze(box, "4h")
+        timers = box.services.rollouts.effects.timers
+        schedule = timers.schedule
+
+        async def blinking(**timer: Any) -> Any:
+            if timer["kind"] == FREEZE_END_TIMER:
+                raise OperationalError("INSERT timers", {}, ConnectionResetError("reset"))
+            return await schedule(**timer)
+
+        monkeypatch.setattr(timers, "schedule", blinking)
+        await box.command("unfreeze", user=OTHER)
+        monkeypatch.setattr(timers, "schedule", schedule)
+        await box.pass_time(4 * WINDOW)  # the window and the lifted freeze both ended
+        await box.slack.wait_for(lambda: bool(told(card, ENDED)))
+        assert len(told(card, ENDED)) == 1
