@@ -136,11 +136,15 @@ async def test_a_reevaluate_whose_verdict_save_blinks_is_decided_by_its_backstop
         assert told is not None and INTERRUPTED in told, told
         stranded = await box.rollout()
         assert stage_state(stranded, "relay", "canary") is StageState.EVALUATING
+        telemetry = box.services.rollouts.effects.telemetry
+        late: list[timedelta] = []
+        monkeypatch.setattr(telemetry, "window_closed", lambda *, lateness: late.append(lateness))
         await box.pass_time(REEVALUATE_BACKSTOP)
         done = await box.wait_until(rolls_back, timeout=10)
         events = await box.audit.list_for_rollout(done.id)
         verdicts = [e.result for e in events if e.action == "gate" and e.stage == "canary"]
         assert verdicts.count("ROLLBACK") == 1, verdicts
+        assert late == [], "the backstop is no window's end, however late: not measured as one"
 
 
 @pytest.mark.database_matters
