@@ -28,6 +28,7 @@ from bot.domain.rollout import (
     review_failed,
 )
 from bot.domain.rollout.events import ApprovalRefused, ReviewUnanswered
+from sandbox.github_json import error
 from sandbox.harness import Sandbox, write_figures
 
 CANARY_JOB = "Relay rollout 5% canary (30m)"
@@ -68,12 +69,27 @@ def test_a_failed_rejection_is_told_once_after_a_while_and_a_refusal_after_it_to
 
 
 def failed(box: Sandbox) -> int:
-    return box.github.faults_injected["server_error"]
+    """How many reviews GitHub has failed the bot so far (a 502, or a 422)."""
+    return sum(
+        r.method == "POST" and r.path.endswith("/pending_deployments") and r.status in (422, 502)
+        for r in box.github.requests
+    )
+
+
+def failing(box: Sandbox, status: int) -> None:
+    """GitHub answers every review the bot posts from now on with `status`, never applied:
+    a 502, or a 422 while the deployment still waits for the bot (not GitHub's "nothing waits
+    here": that a look at the run tells apart)."""
+    if status == 502:
+        box.github.fault_next("POST", REVIEWS, "server_error", times=10_000)
+    else:
+        box.github.fail_next("POST", REVIEWS, status, error("Validation Failed", 422), times=10_000)
 
 
 @pytest.mark.story
+@pytest.mark.parametrize("status", [502, 422])
 async def test_a_rejection_github_keeps_failing_is_told_once_after_a_while(
-    tmp_path: Path, database_url: str
+    tmp_path: Path, database_url: str, status: int
 ) -> None:
     async with passing_sandbox(tmp_path, database_url=database_url, extra_env=UNANSWERED) as box:
         write_figures(box.figures, "relay", {"canary": CANARY_CRASHING, "half": HALF_OK})
@@ -81,8 +97,7 @@ async def test_a_rejection_github_keeps_failing_is_told_once_after_a_while(
         run = (await dispatched(box)).run_id or 0
         canary = box.github.run(run).job("relay-canary-5")
         await box.wait_until(lambda _: canary.status == "in_progress")
-        # From here GitHub answers every review the bot posts with a 502 (never applied).
-        box.github.fault_next("POST", REVIEWS, "server_error", times=10_000)
+        failing(box, status)
         await box.pass_time(timedelta(minutes=10))  # the canary deploys; its gate fails
         await box.wait_for_thread("Rejected *50%*")
         asked = failed(box)
@@ -93,7 +108,7 @@ async def test_a_rejection_github_keeps_failing_is_told_once_after_a_while(
         for _ in range(3):
             await box.pass_time(timedelta(minutes=5))
         told = await box.wait_for_thread("GitHub has not taken the bot's rejection of *50%*")
-        assert "Hosted relay" in told and "502" in told, told
+        assert "Hosted relay" in told and str(status) in told, told
         assert "refused" not in told, told
         assert "rollback" in told and "reject it on the run's page" in told, told
         await card_shows(box, "`relay-rollout-50` · held by GitHub")
@@ -105,6 +120,7 @@ async def test_a_rejection_github_keeps_failing_is_told_once_after_a_while(
 
         # GitHub takes the rejection again: the relay rolls back, the card forgets it.
         box.github.clear_faults()
+        box.github.clear_failures()
         done = await box.wait_until(lambda r: r.track("relay").state is TrackState.ROLLED_BACK)
         assert stage_state(done, "relay", "half") is StageState.REJECTED
         assert done.refused_approvals == () and done.unreviewed_since == ()

@@ -153,18 +153,22 @@ class WorkflowRuns:
 
     # -- reviewing pending deployments ----------------------------------------------------------
 
+    async def _waiting(self, run_id: int) -> list[PendingDeployment]:
+        """`_pending_deployments`, read through the transport (as a review's call)."""
+        return await self._github.call(
+            f"read the deployments waiting on run {run_id}",
+            functools.partial(self._pending_deployments, run_id),
+            run_id=run_id,
+            kind="review",
+        )
+
     async def review(
         self, *, run_id: int, environments: Sequence[str], state: ReviewState, comment: str
     ) -> bool:
         verb = "approve" if state == "approved" else "reject"
         names = ", ".join(environments)
         operation = f"{verb} {names} on run {run_id}"
-        pending = await self._github.call(
-            f"read the deployments waiting on run {run_id}",
-            functools.partial(self._pending_deployments, run_id),
-            run_id=run_id,
-            kind="review",
-        )
+        pending = await self._waiting(run_id)
         ids_by_name = {item.environment.name.casefold(): item.environment.id for item in pending}
         wanted = {name.casefold() for name in environments}
         ids = sorted({ids_by_name[name] for name in wanted if name in ids_by_name})
@@ -176,8 +180,9 @@ class WorkflowRuns:
         answer = await post_review(self._github, path, body, operation=operation, run_id=run_id)
         if answer is True:
             _log.info("GitHub: run %s: %s %s", run_id, state, names)
-        if not isinstance(answer, str):
-            return answer
+            return True
+        if answer is False:
+            return await self._unprocessable(run_id=run_id, ids=ids, operation=operation)
         unclear = answer
         return await self._read_back_review(
             run_id=run_id, ids=ids, state=state, operation=operation, unclear=unclear
@@ -225,6 +230,19 @@ class WorkflowRuns:
             f"{unclear} when asked to {operation}; GitHub shows it not re-run yet, and may still "
             "re-run it (a request it took late)."
         )
+
+    async def _unprocessable(self, *, run_id: int, ids: Sequence[int], operation: str) -> bool:
+        """GitHub answered 422: nothing of it waits there any more (False), or else it was not
+        applied though it still waits for the bot ("Validation failed", or "the endpoint has
+        been spammed"): a GitHubError, asked again at the next look."""
+        if not {item.environment.id for item in await self._waiting(run_id)} & set(ids):
+            return False
+        text = (
+            f"GitHub answered 422 (Validation failed) when asked to {operation}, while it still "
+            "waits there: nothing was changed. The bot asks again at its next poll."
+        )
+        _log.warning("GitHub: run %s: %s", run_id, text)
+        raise GitHubError(text)
 
     async def _read_back_review(
         self, *, run_id: int, ids: Sequence[int], state: ReviewState, operation: str, unclear: str
