@@ -377,6 +377,30 @@ async def test_a_review_that_raced_a_change_on_github_is_not_an_error(
     assert posts(gh, "/pending_deployments") == [422]
 
 
+async def test_a_read_back_on_a_re_run_does_not_take_an_earlier_attempts_review_for_its_own(
+    gh: GitHubSimulator, gateway: PyGithubGateway
+) -> None:
+    """Attempt 1: the bot approved the canary. Attempt 2 (a re-run): the canary waits again,
+    the bot's approval is answered 502, not applied, and a person rejects it meanwhile. The
+    review history spans every attempt and names none: the bot's approval of attempt 1 there
+    is not this one (before, the read back said "applied")."""
+    run_id = await dispatch(gateway)
+    assert await approve_canary(gateway, run_id)
+    gh.engine.cancel(run_id)
+    gh.engine.rerun(run_id, by="octocat")
+    assert (await gateway.snapshot(run_id)).is_waiting("relay-canary-5")
+    pending = "/repos/*/actions/runs/*/pending_deployments"
+    answered = gh.hold("POST", pending)
+    gh.fault_next("POST", pending, "server_error")
+    sent = asyncio.create_task(approve_canary(gateway, run_id))
+    await until(lambda: gh.holding)
+    gh.review(run_id, ["relay-canary-5"], "rejected", actor="octocat")
+    answered.set()
+
+    assert await sent is False  # someone else's review came first
+    assert posts(gh, "/pending_deployments")[-1] == 502
+
+
 async def test_a_422_while_the_environment_still_waits_is_not_read_as_not_waiting(
     gh: GitHubSimulator, gateway: PyGithubGateway
 ) -> None:
