@@ -73,7 +73,7 @@ from storage.deliveries import DeliveryLog
 from storage.lane_holds import LaneHoldStore
 from storage.leases import ServerOffset
 from storage.looks import LookStore
-from storage.migrate import schema_problem
+from storage.migrate import serving_problem
 from storage.outbox import OutboxStore
 from storage.protection_rules import ProtectionRuleStore
 from storage.rollout_store import RolloutStore
@@ -352,8 +352,7 @@ def _readiness(
     and the outbox loop."""
     return Readiness(
         database=partial(ping, engine),
-        # Behind is not ready; ahead is the rolling upgrade under way (additive migrations).
-        schema=partial(schema_problem, engine, newer_is_fine=True),
+        schema=partial(serving_problem, engine),
         last_tick=lambda: scheduler.last_tick,
         clock=clock,
         # Renewed every third of a lease, a timer in hand outlasting one is stuck.
@@ -386,9 +385,13 @@ def audit_trail(sessions: async_sessionmaker[AsyncSession]) -> AuditTrail:
 async def _socket_mode(app: web.Application) -> AsyncIterator[None]:
     token = app[SETTINGS].slack_app_token
     assert token is not None  # the `socket` command refuses to start without it
-    handler = await connected(app[BOLT], token.get_secret_value())
+    link = await connected(app[BOLT], token.get_secret_value(), clock=app[READINESS].clock)
     log.info("connected to Slack over Socket Mode")
+    # A link down past its grace is not ready; a drain closes the socket before anything else:
+    # Slack sends what comes next to another replica's connection.
+    app[READINESS].links.append(link.problem)
+    app[READINESS].stoppers.insert(0, link.close)
     try:
         yield
     finally:
-        await handler.close_async()  # type: ignore[no-untyped-call]
+        await link.close()

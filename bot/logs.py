@@ -1,7 +1,8 @@
 """One logging setup for every entry point.
 
 Lines about a rollout carry its id (set with `rollout_context`), in text and JSON alike, and
-every configured secret value, Slack's hook URLs (`SLACK_HOOK`), and anything shaped like a
+every configured secret value, Slack's hook URLs (`SLACK_HOOK`), the ticket of a Socket Mode
+URL (`SOCKET_TICKET`), and anything shaped like a
 token (`bot.domain.text.TOKEN_SHAPE`: an App's installation tokens are minted at run time, so
 no list can name them, and a person may paste an npm or Slack token where a command's argument
 goes), is scrubbed from every line as a last line of defence: code should never log a secret,
@@ -30,6 +31,12 @@ SLACK_HOOK = re.compile(r"https://hooks\.slack\.com/[^\s'\"<>]+")
 """A Slack response_url or incoming webhook: whoever has it may post with it (a response_url
 five times in 30 minutes), and an aiohttp error about a call to one (a redirect, a bad URL)
 names it whole."""
+
+
+SOCKET_TICKET = re.compile(r"(?<=[?&]ticket=)[^&\s'\"<>)]+")
+"""The ticket of a Socket Mode URL (`apps.connections.open`): until used, whoever has it may
+open the app's socket and receive what Slack sends the bot. The SDK's ERROR line about a
+handshake Slack's end refused names the URL whole (aiohttp's error does)."""
 
 
 def password_forms(url: str) -> set[str]:
@@ -65,6 +72,7 @@ class _ContextFilter(logging.Filter):
     def _scrub(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, REDACTED)
+        text = SOCKET_TICKET.sub(REDACTED, text)
         return SLACK_HOOK.sub(REDACTED, TOKEN_SHAPE.sub(REDACTED, text))
 
     def filter(self, record: logging.LogRecord) -> bool:

@@ -5,11 +5,13 @@
 `query` (`release:"x"`, `!release:"x"`), `start`/`end` (the end inclusive) or `statsPeriod`, and
 `interval` (whole hours, at least one, dividing a day; the range is rounded out to it, as Sentry
 does).
-Sessions are recorded with `add_sessions`; every request is kept in `requests`.
+Sessions are recorded with `add_sessions`; every request is kept in `requests`. Faults:
+`totals_patch`, `rate_limited` (a 429 as Sentry's rate limiter answers).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,6 +60,9 @@ class SentryTestServer(LoopbackServer):
     totals_patch: dict[str, Any] = field(default_factory=dict)
     """Faults for tests: fields whose totals are answered as given (a null, NaN, infinite or
     negative count a proxy or a broken release-health backend could give)."""
+    rate_limited: list[float] = field(default_factory=list)
+    """Faults for tests: the next requests, one each, are refused by the rate limiter (HTTP
+    429), its window starting again that many seconds later."""
 
     def environment(self) -> dict[str, str]:
         """The settings that point a bot at this server (`SENTRY_URL`, `SENTRY_ORG`, ...)."""
@@ -105,6 +110,20 @@ class SentryTestServer(LoopbackServer):
                 authorization=request.headers.get("Authorization"),
             )
         )
+        if self.rate_limited:
+            # Sentry's API docs (Rate Limits): a fixed window per caller and endpoint; every
+            # answer says when the next window begins (X-Sentry-Rate-Limit-Reset, UTC epoch
+            # seconds). They name no Retry-After.
+            reset = math.ceil(datetime.now(UTC).timestamp() + self.rate_limited.pop(0))
+            return web.json_response(
+                {"detail": "You are attempting to use this endpoint too frequently."},
+                status=429,
+                headers={
+                    "X-Sentry-Rate-Limit-Limit": "40",
+                    "X-Sentry-Rate-Limit-Remaining": "0",
+                    "X-Sentry-Rate-Limit-Reset": str(reset),
+                },
+            )
         if request.headers.get("Authorization") != f"Bearer {self.token}":
             return web.json_response({"detail": "Invalid token"}, status=401)
         if request.match_info["org"] != self.org:

@@ -63,6 +63,8 @@ class SlackTestServer(PlannedFailures, SocketMode, SlackWorkspace, LoopbackServe
         self.variation: SlackVariation | None = None  # on: answers as `slack_variation` says
         self._bot_token = bot_token
         self._app_token = app_token
+        self.app_token_revoked = False
+        """Set by `socket_revoke_app_token`: `apps.connections.open` answers `token_revoked`."""
         self._response_targets: dict[str, ResponseTarget] = {}
         self._failures: dict[str, deque[Failure]] = {}
         self._drops: dict[str, int] = {}
@@ -282,6 +284,8 @@ class SlackTestServer(PlannedFailures, SocketMode, SlackWorkspace, LoopbackServe
         if token is None:
             return "not_authed"
         expected = self._app_token if method == "apps.connections.open" else self._bot_token
+        if token == expected and self.app_token_revoked and token == self._app_token:
+            return "token_revoked"
         if token == expected:
             return None
         if token in (self._bot_token, self._app_token):

@@ -11,6 +11,10 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from sandbox import slack_markup
 
+SOCKET_LIMIT = 10
+"""Socket Mode connections Slack keeps open at once for one app; one more is told
+`disconnect` with `too_many_websockets`."""
+
 
 class SocketMode:
     """Socket Mode for `SlackTestServer` (a mixin); `apps.connections.open` gives the tickets."""
@@ -19,6 +23,11 @@ class SocketMode:
     _tickets: set[str]
     _sockets: list[web.WebSocketResponse]
     _acks: dict[str, dict[str, Any]]
+    app_token_revoked: bool
+    socket_limit: int = SOCKET_LIMIT
+    handshakes_refused: int = 0
+    """How many of the next WebSocket handshakes are answered 408 (Slack's link host refusing
+    one, seen in the field): their tickets are spent."""
     markup_errors: list[slack_markup.MarkupError]
     wait_for: Callable[[Callable[[], bool], float], Awaitable[None]]
     _notify: Callable[[], Awaitable[None]]
@@ -68,6 +77,13 @@ class SocketMode:
         if reason == "link_disabled":
             await socket.close(code=WSCloseCode.GOING_AWAY, message=b"link disabled")
 
+    async def socket_revoke_app_token(self) -> None:
+        """The app-level token revoked (or Socket Mode turned off) while the app is connected:
+        Slack closes the link, and `apps.connections.open` answers `token_revoked` from now on."""
+        self.app_token_revoked = True
+        for socket in list(self._sockets):
+            await socket.close(code=WSCloseCode.GOING_AWAY, message=b"token revoked")
+
     async def wait_for_socket_ack(
         self,
         envelope_id: str,
@@ -82,8 +98,18 @@ class SocketMode:
         if ticket not in self._tickets:
             raise web.HTTPUnauthorized(text="invalid ticket")
         self._tickets.discard(ticket)
+        if self.handshakes_refused:
+            self.handshakes_refused -= 1
+            raise web.HTTPRequestTimeout(text="handshake refused")
         ws = web.WebSocketResponse(autoping=True)  # answers the SDK's pings with its own data
         await ws.prepare(request)
+        if len(self._sockets) >= self.socket_limit:
+            # No hello: the connection is told to go, and closed after it.
+            debug_info = {"host": "applink-sandbox"}
+            refusal = {"type": "disconnect", "reason": "too_many_websockets"}
+            await ws.send_str(json.dumps({**refusal, "debug_info": debug_info}))
+            await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too many websockets")
+            return ws
         self._sockets.append(ws)
         await ws.send_str(
             json.dumps(

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 from sqlalchemy.orm import InstrumentedAttribute
 
+from storage.database_query import asyncpg_query
 from storage.models import Base
 
 logger = logging.getLogger(__name__)
@@ -133,11 +134,10 @@ def normalize_database_url(url: str) -> str:
         _sqlite_file(parsed)
         parsed = parsed.set(drivername=SQLITE_DRIVER)
     elif parsed.drivername in _POSTGRES_DRIVERS:
-        parsed = parsed.set(drivername=POSTGRES_DRIVER)
-        if "sslmode" in parsed.query:
-            query = dict(parsed.query)
-            query["ssl"] = query.pop("sslmode")
-            parsed = parsed.set(query=query)
+        query, refused = asyncpg_query(parsed.query)
+        if refused is not None:
+            raise InvalidDatabaseUrl(refused)
+        parsed = parsed.set(drivername=POSTGRES_DRIVER, query=query)
     else:
         raise InvalidDatabaseUrl(
             f"DATABASE_URL uses {parsed.drivername!r}; expected sqlite or postgresql "

@@ -205,9 +205,37 @@ async def schema_problem(
     )
 
 
+async def read_only_problem(engine: AsyncEngine) -> str | None:
+    """Why the bot could write nothing to the database, or None: a read replica (a hot
+    standby, a cluster's reader endpoint, the old primary after a failover) answers its reads,
+    its migrations read at head, and every write fails, a rollout's click and the scheduler's
+    claims among them."""
+    if engine.dialect.name != "postgresql":
+        return None
+    async with engine.connect() as connection:
+        # A locking read: a pooler that balances reads (Pgpool-II) sends it to the primary,
+        # where the writes go, never to a standby that would answer "on" (a plain SHOW is a
+        # read it may balance).
+        setting = "SELECT current_setting('transaction_read_only') FOR UPDATE"
+        if await connection.scalar(text(setting)) != "on":
+            return None
+    return (
+        "the database takes no writes (transaction_read_only is on: a read replica, or "
+        "default_transaction_read_only set on the database or its role): point DATABASE_URL "
+        "at the primary"
+    )
+
+
 def _known(revision: str) -> bool:
     """Whether `revision` is one of the migrations this binary ships."""
     try:
         return _scripts().get_revision(revision) is not None
     except CommandError:
         return False
+
+
+async def serving_problem(engine: AsyncEngine) -> str | None:
+    """Why a replica is not ready on the database (`/readyz`), or None: its schema behind this
+    binary (ahead is a rolling upgrade under way: migrations are additive), or a database that
+    takes no writes (a failover left DATABASE_URL on a standby)."""
+    return await schema_problem(engine, newer_is_fine=True) or await read_only_problem(engine)

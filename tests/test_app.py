@@ -785,3 +785,43 @@ async def test_bolt_does_not_warn_at_each_start_that_the_token_it_read_goes_unus
     assert [r.getMessage() for r in caplog.records] == []
     logging.getLogger("slack_bolt.AsyncApp").warning("any other line of Bolt's")
     assert [r.getMessage() for r in caplog.records] == ["any other line of Bolt's"]
+
+
+@pytest.mark.postgres
+async def test_a_database_turned_read_only_by_a_failover_makes_readyz_say_so(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings, empty_postgres_database_url: str
+) -> None:
+    """A failover left DATABASE_URL on a server that takes no writes (the old primary, now a
+    standby): it answers `SELECT 1`, its migrations read at head, and every claim, click and
+    delivery fails. `/readyz` said ready until the scheduler's tick went stale, then "the
+    scheduler last went round N s ago": never why, though `serve` refuses that database."""
+    await upgrade(empty_postgres_database_url)
+    monkeypatch.setenv("DATABASE_URL", empty_postgres_database_url)
+    on_postgres = load_settings(Settings, env_file=None)
+    name = make_url(empty_postgres_database_url).database
+    async with TestClient(TestServer(app_of(on_postgres))) as test_client:
+        async with asyncio.timeout(10):
+            while (await readyz(test_client))[0] != 200:  # noqa: ASYNC110 - the first round
+                await asyncio.sleep(0.05)
+        admin = create_engine(
+            str(make_url(empty_postgres_database_url).set(database="test")),
+            poolclass=NullPool,
+            isolation_level="AUTOCOMMIT",
+        )
+        async with admin.connect() as connection:  # the bot's connections reconnect to it
+            await connection.exec_driver_sql(
+                f'ALTER DATABASE "{name}" SET default_transaction_read_only = on'
+            )
+            ended = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name"
+            await connection.execute(text(ended), {"name": name})
+        await admin.dispose()
+        ready = await readyz(test_client)
+    assert ready == (
+        503,
+        {
+            "status": "not ready",
+            "reason": "the database takes no writes (transaction_read_only is on: a read "
+            "replica, or default_transaction_read_only set on the database or its role): "
+            "point DATABASE_URL at the primary",
+        },
+    )

@@ -24,7 +24,7 @@ from figures import every_gate_passes, passing_sandbox
 from sandbox_views import dispatched, held, value_of
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
+from statement_faults import failing
 from test_freeze_sandbox import APPROVERS_ENV, open_override, refused_dispatch, typed_reason
 
 from bot.adapters.slack.actions import ButtonValue
@@ -44,18 +44,16 @@ DONE_WRITE = re.compile(r"^\s*UPDATE action_claims SET state=")
 @contextmanager
 def the_next_done_write_fails() -> Iterator[list[str]]:
     """The next claim's done write fails as a lost database would (once); the statements failed."""
-    failed: list[str] = []
+    lost: list[str] = []
 
-    def fail(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
-        if not failed and DONE_WRITE.match(statement):
-            failed.append(statement)
-            raise OperationalError(statement, params, ConnectionResetError("connection lost"))
+    def once(statement: str, _params: Any) -> BaseException | None:
+        if lost or not DONE_WRITE.match(statement):
+            return None
+        lost.append(statement)
+        return ConnectionResetError("connection lost")
 
-    event.listen(Engine, "before_cursor_execute", fail)
-    try:
+    with failing(once) as failed:
         yield failed
-    finally:
-        event.remove(Engine, "before_cursor_execute", fail)
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,9 @@ TAG = re.compile(TAG_RULE)
         ("kill", Kill()),
         ("kill  beta  crashes on start ", Kill(reason="beta  crashes on start")),
         ("kill <here> &amp; there", Kill(reason="<here> &amp; there")),  # as typed
+        ('kill "beta crashes on start"', Kill(reason="beta crashes on start")),  # as lock's
+        ("kill \u201cbeta crashes\u201d", Kill(reason="beta crashes")),  # Slack's smart quotes
+        ('kill ""', Kill()),
         ("history", History()),
         ("history v1.4.2", History(tag="v1.4.2")),
         ("npm-token", NpmToken()),

@@ -108,3 +108,29 @@ async def test_a_sqlite_url_that_keeps_no_file_is_refused_before_migrate_says_mi
         assert "migrated" not in out and "does not answer" not in err
         assert f"  - DATABASE_URL: DATABASE_URL {said}" in err, err
         assert "sqlite:///rollout-bot.db" in err  # what to write instead
+
+
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [
+        ("connect_timeout=10", "connect_timeout"),
+        (f"application_name=rollout-bot&password={PASSWORD_IN_QUERY}", "application_name"),
+        ("options=-c%20statement_timeout%3D5000", "options"),
+    ],
+)
+async def test_a_libpq_parameter_the_driver_does_not_take_is_a_configuration_problem(
+    tmp_path: Path, query: str, named: str
+) -> None:
+    """libpq's URLs take `connect_timeout`, `application_name` and `options`; SQLAlchemy hands
+    every query parameter to asyncpg's `connect()`, which takes none of them: `migrate` and
+    `serve` died of an 84-line traceback (`TypeError: connect() got an unexpected keyword
+    argument 'connect_timeout'`). Now each command says which parameter, before anything is
+    asked of the database, never with the password."""
+    url = f"postgresql://bot:Pw-5512-q@127.0.0.1:1/rollouts?{query}"
+    env = full_env(tmp_path) | {"DATABASE_URL": url}
+    for command in ("check-config", "migrate", "serve"):
+        code, out, err = await asyncio.to_thread(run_here, [command], env=env, cwd=tmp_path)
+        assert code == 2, (command, err)
+        assert "Traceback" not in err, err
+        assert f"`{named}`" in err and "DATABASE_URL: " in err, err
+        assert "Pw-5512-q" not in out + err and PASSWORD_IN_QUERY not in out + err

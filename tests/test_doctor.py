@@ -17,8 +17,9 @@ from cleared import cleared_rollout
 from test_cli import base_env, run, run_process
 from test_prometheus_answers import QueryAnswers, vector
 
-from bot.cli.doctor import examine, manifest_scopes
+from bot.cli.doctor import examine, first_window, manifest_scopes
 from bot.config import Settings
+from bot.domain.plan import RolloutPlan
 from bot.plan_file import load_plan
 from sandbox.config import (
     GITHUB_TOKEN,
@@ -90,7 +91,26 @@ async def install(tmp_path: Path, sqlite_database_url: str) -> AsyncIterator[Ins
             "ROLLOUT_APPROVERS": f"{RELEASE_MANAGER},{APPROVER_GROUP}",
             **sentry.environment(),
         }
+        with_traffic(sentry, load_plan(tmp_path / "plan.yml"))
         yield Install(slack=slack, github=github, sentry=sentry, env=env)
+
+
+RUNNING = "v1.4.2"
+"""The release `lines` asks the doctor's queries for: it runs, its ring has sessions."""
+
+
+def with_traffic(sentry: SentryTestServer, plan: RolloutPlan) -> None:
+    """Sessions of RUNNING in the desktop ring the doctor asks about, in this hour and the
+    next (Sentry counts whole hours: the doctor's window may start in either)."""
+    now = datetime.now(UTC)
+    for at in (now, now + timedelta(hours=1)):
+        sentry.add_sessions(
+            release=f"scriptum-desktop@{RUNNING}",
+            environment=first_window(plan, "desktop").key,
+            count=500,
+            crashed=0,
+            at=at,
+        )
 
 
 async def lines(install: Install, service: int = 0) -> list[str]:
@@ -98,7 +118,7 @@ async def lines(install: Install, service: int = 0) -> list[str]:
     scopes, problem = manifest_scopes(ROOT / "manifest.yml")
     assert problem is None
     settings = install.settings()
-    findings = await examine(settings, settings.services()[service], scopes=scopes, tag="v1.4.2")
+    findings = await examine(settings, settings.services()[service], scopes=scopes, tag=RUNNING)
     return [finding.line() for finding in findings]
 
 
@@ -212,6 +232,26 @@ async def test_the_skew_between_the_bot_s_clock_and_prometheus_s_is_a_line(
     (clock,) = [check for check in out.splitlines() if "Prometheus at" in check]
     assert re.fullmatch(line, clock), clock
     assert "s3cret" not in out + err
+
+
+async def test_queries_a_running_release_answers_no_data_for_are_a_warning(
+    install: Install,
+) -> None:
+    """Queries that answer no data for a release that runs (a misspelt metric, label or
+    environment: here the ring has no sessions) were ✓ "answer their queries", and went
+    unnoticed until the first gate said INCONCLUSIVE: a ⚠ now, naming each figure (the doctor
+    still exits 0: a release with no traffic yet answers so too). With the default tag, which
+    no release has, no data is all the queries can answer, and they pass as before."""
+    assert install.sentry is not None
+    install.sentry.batches.clear()
+    (metrics,) = [line for line in await lines(install) if "desktop track" in line]
+    assert metrics.startswith(
+        "⚠ metrics of the desktop track (sentry) answer no data: crash_rate value: no data: "
+    ), metrics
+    assert "check the metric names, labels and environment" in metrics
+    code, out, err = await run_doctor(install)
+    assert code == 0, out + err
+    assert "✓ metrics of the desktop track (sentry) answer their queries" in out
 
 
 Breakage = Callable[[Install], object]

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
+from urllib.parse import parse_qs, urlsplit
 
+import aiohttp
 import pytest
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import DatabaseSettings, PrometheusSettings, Settings, load_settings
 from bot.logs import REDACTED, configure_logging, rollout_context
-from sandbox.config import bot_environment
+from sandbox.config import SLACK_APP_TOKEN, bot_environment
+from sandbox.slack import SlackTestServer
 
 
 def test_json_lines_carry_the_rollout_id_and_never_a_secret(
@@ -127,3 +131,26 @@ def test_the_settings_of_migrate_audit_and_backtest_mask_the_urls_passwords_too(
         encoded = url.split(":")[2].split("@")[0]
         assert encoded not in shown and password not in shown
     assert "postgresql+asyncpg://bot:***@127.0.0.1:5432/rollouts" in shown
+
+
+async def test_a_socket_url_s_ticket_shows_in_no_line_at_debug(
+    slack: SlackTestServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The ticket of a Socket Mode URL lets whoever has it open the app's socket until it is
+    used. At LOG_LEVEL=DEBUG the Web API client's line with `apps.connections.open`'s answer
+    is held back (slack_sdk stays at WARNING), and the SDK's ERROR line when the handshake is
+    refused (aiohttp's error names the URL whole) is scrubbed."""
+    configure_logging(level="DEBUG", fmt="text", secrets=[])
+    client = AsyncWebClient(base_url=slack.api_url)
+    url = (await client.apps_connections_open(app_token=SLACK_APP_TOKEN))["url"]
+    ticket = parse_qs(urlsplit(url).query)["ticket"][0]
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await session.ws_connect(url.replace(ticket, ticket[::-1]))  # a ticket Slack refuses
+    # What slack_sdk.socket_mode.aiohttp.SocketModeClient.connect logs, through Bolt's logger.
+    logging.getLogger("slack_bolt.AsyncApp").error(
+        "Failed to connect (error: %s); Retrying...", refused.value
+    )
+    err = capsys.readouterr().err
+    assert "Failed to connect (error: 401" in err and f"ticket={REDACTED}" in err
+    assert ticket not in err and ticket[::-1] not in err

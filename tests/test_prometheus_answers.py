@@ -22,6 +22,7 @@ from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bot.adapters.metrics.live import PASSING_WAIT, RETRIES, RETRY_WAIT
 from bot.adapters.metrics.prometheus import PrometheusSource
 from bot.adapters.metrics.sources import MetricsEndpoints, unanswered
 from bot.domain.clocks import MAX_CLOCK_SKEW
@@ -338,7 +339,81 @@ async def test_the_doctor_s_queries_are_asked_whatever_the_clocks() -> None:
         problems = await unanswered(
             METRICS, endpoints, track="desktop", stage=stage, tag="v1.4.2", service="relay"
         )
-    assert problems == []
+    assert problems == ([], [])
+
+
+async def test_the_doctor_tells_queries_that_answer_no_data_from_those_unanswered() -> None:
+    """A misspelt metric matches no series: the query ran, so it is not unanswered (a ✗), but
+    it answered no data (a ⚠ for a release that runs); before, both read as answered."""
+    stage = load_plan(None).track("relay").stages[0]
+    async with QueryAnswers(vector()) as server:
+        endpoints = MetricsEndpoints(prometheus_url=server.url)
+        problems = await unanswered(
+            METRICS, endpoints, track="desktop", stage=stage, tag="v1.4.2", service="relay"
+        )
+    assert problems is not None
+    unanswerable, no_data = problems
+    assert unanswerable == []
+    assert no_data and all("no data: the query matched no series" in part for part in no_data)
+
+
+class PassingFailures(QueryAnswers):
+    """QueryAnswers whose first queries fail as a proxy in front of a Prometheus that restarts
+    fails them, one each: "503" answers HTTP 503 without JSON, "reset" drops the connection,
+    "429" asks to wait 0 seconds."""
+
+    def __init__(self, body: Any, *failures: str) -> None:
+        super().__init__(body)
+        self.failures = list(failures)
+        self.asked = 0
+
+    async def _query(self, request: web.Request) -> web.Response:
+        self.asked += 1
+        if not self.failures:
+            return await super()._query(request)
+        failure = self.failures.pop(0)
+        if failure == "reset":
+            assert request.transport is not None
+            request.transport.close()
+        if failure == "429":
+            return web.Response(status=429, headers={"Retry-After": "0"})
+        return web.Response(status=503, text="Service Unavailable")
+
+
+@pytest.mark.parametrize("failures", [("503",), ("reset",), ("503", "reset")])
+async def test_a_query_failing_in_passing_is_asked_again(failures: tuple[str, ...]) -> None:
+    """A 503 from a proxy (Prometheus restarting) or a connection reset lost the figure: the
+    gate said INCONCLUSIVE and the stage waited out an extension. The query is asked again a
+    second later, a few seconds at most in all, and the figure read."""
+    async with PassingFailures(vector("0.0001"), *failures) as server:
+        source = PrometheusSource(METRICS, url=server.url, clock=lambda: NOW, charts=False)
+        reading = await source.measure(WINDOW)
+    assert reading.figures.crash_rate == Decimal("0.0001")
+    assert server.asked == server.clock_reads + len(failures) + 1
+
+
+async def test_a_query_failing_longer_than_a_gate_waits_is_inconclusive() -> None:
+    """A Prometheus that keeps failing is asked again only while the waits add up to
+    RETRY_WAIT: then the figure is missing with the last answer, the gate INCONCLUSIVE."""
+    async with PassingFailures(vector("0.0001"), *["503"] * 10) as server:
+        source = PrometheusSource(METRICS, url=server.url, clock=lambda: NOW, charts=False)
+        reading = await source.measure(WINDOW)
+    assert reading.figures.crash_rate is None
+    (metric,) = reading.metrics
+    assert metric.problem is not None and "HTTP 503" in metric.problem
+    assert server.asked - server.clock_reads == 1 + int(RETRY_WAIT / PASSING_WAIT)
+
+
+async def test_a_rate_limit_asking_no_wait_is_asked_again_a_few_times_only() -> None:
+    """`Retry-After: 0` said again and again waits nothing: the query is asked again RETRIES
+    times, not for ever."""
+    async with PassingFailures(vector("0.0001"), *["429"] * 10) as server:
+        source = PrometheusSource(
+            METRICS, url=server.url, clock=lambda: NOW, charts=False, compare_clocks=False
+        )
+        reading = await source.measure(WINDOW)
+    assert reading.figures.crash_rate is None
+    assert server.asked == 1 + RETRIES
 
 
 # -- the sample behind the rates ----------------------------------------------------------------

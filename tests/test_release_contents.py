@@ -625,6 +625,41 @@ async def test_the_release_live_started_again_brings_nothing_new(box: Sandbox) -
     assert "nothing new" in modal and "/pull/" not in modal
 
 
+async def test_the_release_live_started_again_after_its_tag_moved_brings_what_it_moved_over(
+    box: Sandbox,
+) -> None:
+    # v1.4.2 went out at its first commit; its tag was then re-pointed two commits later
+    # (`git tag -f v1.4.2 && git push -f`). Started again, it ships those two commits: not
+    # "nothing new, the same release".
+    history = box.github.history
+    history.commit("Initial import", at=NOW, author="ana")
+    history.tag("v1.4.1")
+    history.squash("Faster sync", 20, at=NOW, author="cy", files=("b.rs",))
+    released = history.head
+    history.squash("Add an index on documents", 21, at=NOW, author="bo", files=(MIGRATION,))
+    history.squash("Small fix", 22, at=NOW, author="dee", files=("a.rs",))
+    history.tag("v1.4.2")
+    store = box.services.rollouts.effects.store
+    await _completed(store, "v1.4.1", "v1.4.2")
+    live = await store.get("r-2")
+    assert live is not None and released is not None
+    await store.save(replace(live, preflight=replace(live.preflight, tag_commit=released)))
+
+    await box.command("start v1.4.2 --flags-ready")
+
+    shown = box.card_message().rendered
+    assert "nothing new" not in shown, shown
+    assert "*2 commits, 2 pull requests* since `v1.4.2` · :warning: 1 migration" in shown, shown
+    assert (
+        f":warning: `v1.4.2` was moved after it was released at `{released[:7]}`: these are "
+        "the commits it was moved over, which never went out"
+    ) in shown, shown
+    [compared] = [r.path for r in box.github.requests if "/compare/" in r.path]
+    assert compared.endswith(f"/compare/{released}...{history.tags['v1.4.2']}")
+    stored = (await box.rollout()).preflight.contents
+    assert stored is not None and not stored.nothing_new
+
+
 async def test_a_deleted_tag_of_the_last_release_falls_back_to_the_release_before_it(
     box: Sandbox,
 ) -> None:

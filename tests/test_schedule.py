@@ -73,6 +73,9 @@ def test_a_time_is_read_in_the_starters_zone(text: str, expected: datetime) -> N
         ("9", "names no time of day"),  # dateutil reads a day of the month
         ("09:00 CET", "`CET` is not a time zone I read"),
         ("", "--at needs a time"),
+        ("\u0663:00", "`\u0663:00` has a digit other than 0 to 9 (`\u0663`)"),  # Arabic-Indic 3
+        ("tue \uff10\uff19:00", "has a digit other than 0 to 9"),  # fullwidth 09
+        ("tue 09:00\u00b2", "has a digit other than 0 to 9"),
     ],
 )
 def test_a_time_that_cannot_be_scheduled_says_why(text: str, message: str) -> None:

@@ -259,6 +259,35 @@ async def test_a_ring_environment_sentry_has_not_seen_yet_is_no_data(
     assert metric.problem is not None and "HTTP 404" in metric.problem
 
 
+async def test_a_rate_limit_sentry_lifts_within_seconds_is_waited_out(
+    sentry: SentryTestServer,
+) -> None:
+    """Sentry's rate limiter refuses the reading's requests (HTTP 429; its window begins again a
+    second later, X-Sentry-Rate-Limit-Reset): each is asked again once it has, and the gate
+    judges the figures. Before, the crash rate was missing ("Sentry answered HTTP 429"), the
+    gate INCONCLUSIVE and the ring held for an extension."""
+    with_sessions(sentry)
+    sentry.rate_limited.extend([1.0, 1.0])
+    reading = await SentrySource(config(), access=access(sentry)).measure(window())
+    assert reading.figures.crash_rate == Decimal("0.0025")
+    assert reading.metrics[0].problem is None
+    assert len(sentry.requests) == 4  # the value and the chart, each refused once
+
+
+async def test_a_rate_limit_longer_than_a_gate_waits_is_not_asked_through(
+    sentry: SentryTestServer,
+) -> None:
+    """A window that begins again later than a gate waits (RETRY_WAIT) is not waited for, nor
+    asked before (Sentry would refuse it again): the crash rate is missing, INCONCLUSIVE."""
+    with_sessions(sentry)
+    sentry.rate_limited.extend([60.0, 60.0])
+    reading = await SentrySource(config(), access=access(sentry)).measure(window())
+    (metric,) = reading.metrics
+    assert metric.problem is not None and "Sentry answered HTTP 429" in metric.problem
+    assert gate(reading).verdict is Verdict.INCONCLUSIVE
+    assert len(sentry.requests) == 2
+
+
 async def test_an_unconfigured_sentry_is_inconclusive() -> None:
     reading = await SentrySource(config(), access=None).measure(window())
     (metric,) = reading.metrics

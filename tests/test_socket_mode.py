@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from test_app import app_of, ephemeral_answer, settings, socket_command  # noqa: F401
 
+from bot.adapters.slack.socket_mode import SOCKET_DOWN_GRACE
+from bot.bootstrap import create_app
 from bot.config import Settings
+from handlers.app_keys import READINESS
+from sandbox.clock import ManualClock
+from sandbox.harness import CHARTS
 from sandbox.slack import SlackTestServer
 
 
@@ -91,3 +98,75 @@ async def test_slack_in_trouble_at_start_is_no_refusal_of_the_app_token(
         await slack.wait_for_call("apps.connections.open", count=2, timeout=10)
         await slack.wait_for(lambda: slack.socket_connected, timeout=10)
     assert not [r for r in caplog.records if "refused SLACK_APP_TOKEN" in r.getMessage()]
+
+
+async def test_a_revoked_app_token_makes_the_replica_unready_and_is_told_once(
+    settings: Settings,  # noqa: F811
+    slack: SlackTestServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The app-level token revoked while `socket` runs: Slack closes the link and refuses
+    every new one, the SDK asks again for ever. Past a grace the replica is not ready, says
+    why in `/readyz`, and says it once in the log, however often it is asked."""
+    clock = ManualClock(datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
+    app = create_app(settings, socket_mode=True, clock=clock, charts=CHARTS)
+    async with TestClient(TestServer(app)) as client:
+        await slack.wait_for(lambda: slack.socket_connected)
+        await slack.socket_revoke_app_token()
+        await slack.wait_for_call("apps.connections.open", count=2, timeout=10)
+        early = await (await client.get("/readyz")).json()  # within the grace: a refresh's
+        assert "Socket Mode" not in early.get("reason", "")
+        clock.advance(SOCKET_DOWN_GRACE + timedelta(seconds=1))
+        with caplog.at_level(logging.INFO):
+            answers = [await client.get("/readyz") for _ in range(3)]
+        bodies = [await answer.json() for answer in answers]
+    assert [answer.status for answer in answers] == [503] * 3
+    assert "Socket Mode connection has been down for 31 s" in bodies[0]["reason"]
+    told = [r for r in caplog.records if "Socket Mode connection has been down" in r.getMessage()]
+    assert [r.levelno for r in told] == [logging.ERROR]
+
+
+async def test_draining_closes_the_socket_first_so_slack_sends_to_another_replica(
+    settings: Settings,  # noqa: F811
+    slack: SlackTestServer,
+) -> None:
+    """On SIGTERM the socket closes before the scheduler's drain: an envelope Slack sends
+    then goes to another connection, not to a replica that is going away (and would take it
+    during up to SHUTDOWN_GRACE_SECONDS of its drain)."""
+    app = app_of(settings, socket_mode=True)
+    async with TestClient(TestServer(app)):
+        await slack.wait_for(lambda: slack.socket_connected)
+        await app[READINESS].drain()
+        connected_while_draining = slack.socket_connected
+        opened = len([c for c in slack.calls if c.method == "apps.connections.open"])
+    assert not connected_while_draining
+    assert opened == 1  # and no new connection asked for
+
+
+async def test_an_eleventh_connection_slack_refuses_is_told_once_naming_the_limit(
+    settings: Settings,  # noqa: F811
+    slack: SlackTestServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Slack keeps 10 Socket Mode connections per app: the 11th replica is told
+    `too_many_websockets` at each try, and says so in one ERROR line, not one a try."""
+    slack.socket_limit = 0
+    with caplog.at_level(logging.INFO):
+        async with TestClient(TestServer(app_of(settings, socket_mode=True))):
+            await slack.wait_for_call("apps.connections.open", count=4, timeout=10)
+    told = [r for r in caplog.records if "too_many_websockets" in r.getMessage()]
+    assert [r.levelno for r in told] == [logging.ERROR]
+    assert "10 connections" in told[0].getMessage()
+
+
+async def test_a_handshake_slack_refuses_is_tried_again_with_a_new_url(
+    settings: Settings,  # noqa: F811
+    slack: SlackTestServer,
+) -> None:
+    """A ticket is spent once presented: after a handshake Slack's link host refuses (a 408),
+    the SDK presented the same URL again every 5 seconds for ever, and a `socket` starting then
+    never served. The next try asks `apps.connections.open` for a new URL."""
+    slack.handshakes_refused = 1
+    async with asyncio.timeout(20), TestClient(TestServer(app_of(settings, socket_mode=True))):
+        await slack.wait_for(lambda: slack.socket_connected, timeout=15)
+    assert len([c for c in slack.calls if c.method == "apps.connections.open"]) == 2

@@ -11,14 +11,12 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.services.failures import error_summary
 from storage.db import engine_for_one_task, mask_database_url
-from storage.migrate import schema_problem
+from storage.migrate import read_only_problem, schema_problem
 
 
 def refused(check: Callable[[], Coroutine[Any, Any, str | None]], *, nothing: str) -> bool:
@@ -46,27 +44,7 @@ async def serve_refusal(database_url: str) -> str | None:
             "migrate` to create a new one"
         )
     async with engine_for_one_task(database_url) as engine:
-        return await schema_problem(engine) or await _read_only(engine)
-
-
-async def _read_only(engine: AsyncEngine) -> str | None:
-    """Why the bot could write nothing to the database, or None: a read replica (a hot
-    standby, a cluster's reader endpoint) answers its reads, its migrations read at head, and
-    every write fails, a rollout's first click and the scheduler's first claim among them."""
-    if engine.dialect.name != "postgresql":
-        return None
-    async with engine.connect() as connection:
-        # A locking read: a pooler that balances reads (Pgpool-II) sends it to the primary,
-        # where the writes go, never to a standby that would answer "on" (a plain SHOW is a
-        # read it may balance).
-        setting = "SELECT current_setting('transaction_read_only') FOR UPDATE"
-        if await connection.scalar(text(setting)) != "on":
-            return None
-    return (
-        "the database takes no writes (transaction_read_only is on: a read replica, or "
-        "default_transaction_read_only set on the database or its role): point DATABASE_URL "
-        "at the primary"
-    )
+        return await schema_problem(engine) or await read_only_problem(engine)
 
 
 def sqlite_file_missing(database_url: str) -> bool:

@@ -122,11 +122,16 @@ class ReleaseContents:
     change is read between the tags, which is not what that ref holds ("" when stored
     before it was kept)."""
 
+    moved_from: str = ""
+    """The commit the tag was released at, when the tag has been moved since (`git tag -f`)
+    and is started again: the changes are the commits it was moved over ("" otherwise)."""
+
     @property
     def nothing_new(self) -> bool:
-        """The tag is the last release itself (the release live, started again): it brings
-        nothing, and GitHub was not asked."""
-        return self.since is not None and self.since.tag == self.tag and self.unread is None
+        """The tag is the last release itself (the release live, started again, its tag where
+        it was released): it brings nothing, and GitHub was not asked."""
+        same = self.since is not None and self.since.tag == self.tag
+        return same and self.unread is None and not self.moved_from
 
 
 def release_contents(

@@ -239,10 +239,7 @@ def parse_command(text: str) -> Command:
         # The kill-switch goes through whatever its reason says: a token pasted in it is not
         # said in the thread, nor kept, and a long one (a stack trace pasted) is cut, never
         # refused (in an incident, retyping it would hold the kill-switch back).
-        reason = TOKEN_SHAPE.sub(NOT_REPEATED, rest.strip())
-        if len(reason) > _MAX_REASON:
-            reason = reason[: _MAX_REASON - 1].rstrip() + "…"
-        return Kill(reason=reason or None)
+        return Kill(reason=_reason(TOKEN_SHAPE.sub(NOT_REPEATED, rest), "kill", cut=True) or None)
     if subcommand is Subcommand.FREEZE:
         every, rest = every_service(rest)
         return replace(_freeze(rest), every=every)
@@ -301,10 +298,13 @@ def named_service(text: str, names: Collection[str]) -> tuple[str | None, str, S
     return name, " ".join([parts[0], *parts[2:]]), subcommand
 
 
-def _reason(text: str, what: str) -> str:
+def _reason(text: str, what: str, *, cut: bool = False) -> str:
     """A reason as typed: it is said in the channel and kept (`parse_command` has refused a
-    token in it); quotes and invisible characters around it are no part of it."""
+    token in it); quotes and invisible characters around it are no part of it. A long one is
+    refused, or `cut` to _MAX_REASON characters."""
     reason = without_invisible_ends(text.strip().strip(_QUOTES)).strip()
+    if len(reason) > _MAX_REASON and cut:
+        return reason[: _MAX_REASON - 1].rstrip() + "…"
     if len(reason) > _MAX_REASON:
         raise InvalidCommand(f"The {what} reason is too long (at most {_MAX_REASON} characters).")
     return reason

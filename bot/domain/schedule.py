@@ -154,15 +154,22 @@ def start_schedule(text: str, *, now: datetime, zone: ZoneInfo | None, by: str) 
 
 def _typed_time(text: str, *, now: datetime, zone: tzinfo | None) -> datetime:
     """When `text` (as a person in `zone` means it at `now`) is, in that zone or the offset
-    the text names. Raises InvalidCommand saying why for an unreadable text, a duration
-    (`2h`), two times, a time without an hour, a numeric day and month, two weekdays, a past
-    time, or one more than MAX_AHEAD away. A time that names an offset (`09:00+01:00`,
-    `09:00 UTC`) keeps it; without `zone`, only such a time is read (else ZoneNeeded)."""
+    the text names. Raises InvalidCommand saying why for an unreadable text, a digit other
+    than 0 to 9, a duration (`2h`), two times, a time without an hour, a numeric day and
+    month, two weekdays, a past time, or one more than MAX_AHEAD away. A time that names an
+    offset (`09:00+01:00`, `09:00 UTC`) keeps it; without `zone`, only such a time is read
+    (else ZoneNeeded)."""
     typed = _NAMED_OFFSET.sub(lambda found: f"{found[1]}{found[2]:0>2}:{found[3] or '00'}", text)
     typed = _UTC_WORD.sub(lambda found: found.group().upper(), typed)
     words = typed.strip().split(maxsplit=1)
     if not words:
         raise InvalidCommand(f"--at needs a time: {EXAMPLES}.")
+    other_digit = next((char for char in text if char.isdigit() and not char.isascii()), None)
+    if other_digit is not None:  # dateutil reads `٣:00` as 03:00, which nobody checks
+        raise InvalidCommand(
+            f"`{shown(text)}` has a digit other than 0 to 9 (`{other_digit}`): write the time "
+            f"with 0 to 9, {EXAMPLES}."
+        )
     _refuse_time_without_colon(text)
     duration = _DURATION.search(text)
     if duration is not None:

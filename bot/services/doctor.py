@@ -27,7 +27,7 @@ from bot.services.doctor_app import (
     installation_findings,
     wrong_installation,
 )
-from bot.services.findings import Finding, failed, passed
+from bot.services.findings import Finding, failed, metrics_finding, passed
 
 RECENT_DELIVERIES = 10
 CHANNEL_FIX = "check its ID in RELEASE_CHANNELS (or the services file), and invite the bot there"
@@ -124,9 +124,10 @@ class GitHubInstall(Protocol):
         ...
 
 
-MetricsProbe = Callable[[str], Awaitable[list[str] | None]]
-"""A track's metrics source asked its queries once: what it could not answer (None: a source
-with nothing to ask, figures from the plan or from people)."""
+MetricsProbe = Callable[[str], Awaitable[tuple[list[str], list[str]] | None]]
+"""A track's metrics source asked its queries once: what it could not answer, and what it
+answered no data for where figures were expected (None: a source with nothing to ask, figures
+from the plan or from people)."""
 
 
 @dataclass(frozen=True)
@@ -356,19 +357,7 @@ class Doctor:
         findings = []
         for name, track in self.plan.tracks.items():
             metrics = f"metrics of the {name} track ({track.metrics.source})"
-            problems = await self.metrics(name)
-            if problems is None:
-                findings.append(passed(f"{metrics}: no queries"))
-                continue
-            findings.append(
-                passed(f"{metrics} answer their queries")
-                if not problems
-                else failed(
-                    f"{metrics}: {'; '.join(problems)}",
-                    "check PROMETHEUS_URL or SENTRY_* and the plan's queries "
-                    "(rollout-bot metrics <stage> --tag <tag> shows each)",
-                )
-            )
+            findings.append(metrics_finding(metrics, await self.metrics(name)))
         return findings
 
 

@@ -32,3 +32,27 @@ def failed(check: str, fix: str) -> Finding:
 
 def warned(check: str, fix: str) -> Finding:
     return Finding(True, check, fix, warning=True)
+
+
+def metrics_finding(metrics: str, answers: tuple[list[str], list[str]] | None) -> Finding:
+    """A track's metrics queries asked once (`MetricsProbe`): any unanswered fails; answered no
+    data warns (a misspelt metric, label or environment answers as a release without traffic
+    yet does, and a gate reading it says INCONCLUSIVE); None: a source with no queries."""
+    if answers is None:
+        return passed(f"{metrics}: no queries")
+    unanswered, no_data = answers
+    if unanswered:
+        return failed(
+            f"{metrics}: {'; '.join(unanswered)}",
+            "check PROMETHEUS_URL or SENTRY_* and the plan's queries "
+            "(rollout-bot metrics <stage> --tag <tag> shows each)",
+        )
+    if no_data:
+        return warned(
+            f"{metrics} answer no data: {'; '.join(no_data)}",
+            "check the metric names, labels and environment in the plan's queries "
+            "(rollout-bot metrics <stage> --tag <tag> shows each): a release with traffic has "
+            "figures, and a gate reading none says INCONCLUSIVE. No data is expected only "
+            "while the release has no traffic yet",
+        )
+    return passed(f"{metrics} answer their queries")

@@ -1,9 +1,10 @@
 """Readiness (`GET /readyz`) and draining: whether a load balancer should send this replica
 work, and how it stops taking any on SIGTERM.
 
-Ready means the database answers, its migrations are at this binary's head, and the scheduler
-loop went round recently. Liveness (`/healthz`) is only "the process answers"; a replica that
-is alive but not ready is left running and sent nothing.
+Ready means the database answers, its migrations are at this binary's head, it takes writes
+(not a standby a failover left DATABASE_URL on), and the scheduler loop went round recently.
+Liveness (`/healthz`) is only "the process answers"; a replica that is alive but not ready is
+left running and sent nothing.
 """
 
 from __future__ import annotations
@@ -31,14 +32,18 @@ class Readiness:
     database: Callable[[], Awaitable[bool]]
     """True when the database answers (`SELECT 1`)."""
     schema: Callable[[], Awaitable[str | None]]
-    """Why the database's migrations are not at this binary's head, or None."""
+    """Why this replica must not serve on the database (its migrations are not at this
+    binary's head, or it takes no writes), or None."""
     last_tick: Callable[[], datetime | None]
     """When the scheduler loop last went round."""
     clock: Clock
     stale_after: timedelta
     """A scheduler loop that has not gone round for longer than this is stuck."""
     stoppers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-    """What `drain` stops, in order (the scheduler: it gives back its timers)."""
+    """What `drain` stops, in order (Socket Mode's socket, then the scheduler: it gives back
+    its timers)."""
+    links: list[Callable[[], str | None]] = field(default_factory=list)
+    """Why a link the replica's work comes through is down (Socket Mode's socket), or None."""
     draining: bool = False
     within_s: float = READY_WITHIN_S
     """One budget for the database's part: the ping and the look at the migrations share it."""
@@ -47,6 +52,9 @@ class Readiness:
         """Why this replica should not be sent work, or None when it is ready."""
         if self.draining:
             return "shutting down: this replica takes no new work"
+        for link in self.links:
+            if (down := link()) is not None:
+                return down
         try:
             async with asyncio.timeout(self.within_s):
                 if not await self.database():

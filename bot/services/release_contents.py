@@ -3,9 +3,11 @@
 The last released tag is the newest rollout in the bot's own store that reached its last stage
 on every track; without one, the repository's latest GitHub Release; without that, this is the
 first release. When it is the tag started (the release live, started again), there is nothing
-new and GitHub is not asked. When its tag is gone from GitHub (deleted), the newest earlier
-release whose tag is there is compared with instead, and the card says so. A failure to read
-never blocks the preflight: the contents say why they could not be read.
+new and GitHub is not asked, unless the tag has been moved since it went out: then the commits
+it was moved over are compared, and the card says so. When its tag is gone from GitHub
+(deleted), the newest earlier release whose tag is there is compared with instead, and the card
+says so. A failure to read never blocks the preflight: the contents say why they could not be
+read.
 """
 
 from __future__ import annotations
@@ -48,8 +50,9 @@ async def read_contents(
             since = LastRelease(released.tag, Since.ROLLOUT)
         elif (latest := await github.latest_release()) is not None:
             since = LastRelease(latest, Since.GITHUB_RELEASE)
-        if since is None or since.tag == tag:  # the first release, or the one live: nothing new
-            return ReleaseContents(tag=tag, since=since)
+        moved_from = _moved_from(released, since, tag=tag, at=at)
+        if since is None or (since.tag == tag and not moved_from):
+            return ReleaseContents(tag=tag, since=since)  # the first, or the one live: nothing
         try:
             comparison = await _from_release(github, released, since, head=at or tag)
         except RefNotFound:
@@ -61,7 +64,22 @@ async def read_contents(
     except GitHubError as error:
         log.info("the changes in %s could not be read: %s", tag, error.cause)
         return ReleaseContents(tag=tag, since=since, unread=error.cause)
-    return release_contents(tag=tag, since=since, comparison=comparison, plan=plan)
+    contents = release_contents(tag=tag, since=since, comparison=comparison, plan=plan)
+    return replace(contents, moved_from=moved_from)
+
+
+def _moved_from(
+    released: Rollout | None, since: LastRelease | None, *, tag: str, at: str | None
+) -> str:
+    """The commit the release live went out at, when its tag, started again (`tag`), now
+    reads another commit (`at`): moved since (`git tag -f`), it brings the commits it was
+    moved over. "" when another tag is started, or either commit is not known."""
+    if since is None or since.tag != tag or since.source is not Since.ROLLOUT:
+        return ""
+    if released is None or not at:
+        return ""
+    released_at = released.preflight.tag_commit
+    return released_at if released_at and released_at != at else ""
 
 
 async def _from_release(

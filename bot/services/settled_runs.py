@@ -9,6 +9,7 @@ card is posted (`tag_of`), and again before the card's Adopt or `approve` defaul
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
@@ -27,6 +28,7 @@ from bot.domain.unfollowed_runs import (
     tag_moved,
     tag_named,
 )
+from bot.services.failures import log_failure
 from bot.services.ports import GitHubGateway
 from bot.services.store_ports import ProtectionRuleRequests, Rollouts
 
@@ -41,6 +43,27 @@ class Reach:
     between the two is never taken for a deletion."""
 
     out_of_reach: bool = field(default=False)
+
+
+async def sweep_each(
+    requests: Sequence[RuleRequest],
+    settle: Callable[[RuleRequest, Reach], Awaitable[bool]],
+    swept: set[int],
+) -> None:
+    """One sweep of a service's kept requests: each whose run is not in `swept` is handed to
+    `settle` (with the sweep's `Reach`), and its run joins `swept` once settled. One that fails
+    (its run's statement, a GitHub call) is logged and tried again at the next poll: it holds
+    up neither the requests after it nor the services swept after this one."""
+    reach = Reach()
+    for request in requests:
+        if request.run_id in swept:
+            continue
+        try:
+            if await settle(request, reach):
+                swept.add(request.run_id)
+        except Exception as error:
+            said = f"the kept request of run {request.run_id} was not handed over; next poll"
+            log_failure(log, said, error)
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,7 @@ from bot.services.settled_runs import (
     reject_rest,
     still_at_its_tag,
     still_waiting,
+    sweep_each,
     tag_of,
 )
 from bot.services.store_ports import ProtectionRuleRequests
@@ -173,11 +174,9 @@ class UnfollowedRuns:
         bot stopped before posting it, or GitHub failed to tell the run) to `kept` again, at
         each poll until the run is settled (then never again in this process: a run of another
         workflow stays without a timer). Every service's are read in one query; this
-        service's repository is read at most once while it is out of reach (`Reach`)."""
-        reach = Reach()
-        for request in requests:
-            if request.run_id not in self._swept and await self._settled(request, reach):
-                self._swept.add(request.run_id)
+        service's repository is read at most once while it is out of reach (`Reach`); one
+        that fails holds up no other (`sweep_each`)."""
+        await sweep_each(requests, self._settled, self._swept)
 
     async def _another_request(self, request: RuleRequest, timer: Timer) -> None:
         """A request of a run whose card was posted: covered by the card's answer while it

@@ -53,8 +53,9 @@ class _Totals:
 class SentryClient:
     """The organisation sessions endpoint of Sentry's API."""
 
-    def __init__(self, access: SentryAccess) -> None:
+    def __init__(self, access: SentryAccess, *, clock: Clock = utc_now) -> None:
         self._access = access
+        self._clock = clock
 
     @property
     def access(self) -> SentryAccess:
@@ -120,7 +121,13 @@ class SentryClient:
         url = f"{self._access.url.rstrip('/')}/api/0/organizations/{self._access.org}/sessions/"
         headers = {"Authorization": f"Bearer {self._access.token.get_secret_value()}"}
         return await request_json(
-            session, "GET", url, service="Sentry", params=params, headers=headers
+            session,
+            "GET",
+            url,
+            service="Sentry",
+            clock=self._clock,
+            params=params,
+            headers=headers,
         )
 
 
@@ -137,7 +144,7 @@ class SentrySource(LiveSource):
     ) -> None:
         super().__init__(clock=clock, timeout=timeout)
         self._config = config
-        self._client = SentryClient(access) if access else None
+        self._client = SentryClient(access, clock=clock) if access else None
 
     async def measure(self, window: QueryWindow) -> Reading:
         config = self._config

@@ -113,10 +113,11 @@ async def unanswered(
     stage: Stage,
     tag: str,
     service: str,
-) -> list[str] | None:
-    """What a track's live source could not answer when asked its queries once, over a window
-    of `stage`'s length ending now, for `tag` (for `rollout-bot doctor`). An answer of no data
-    counts as answered: the queries ran. None: a static or manual source has nothing to ask.
+) -> tuple[list[str], list[str]] | None:
+    """What a track's live source could not answer, and what it answered no data for, when
+    asked its queries once over a window of `stage`'s length ending now, for `tag` (for
+    `rollout-bot doctor`: the first fails it, the second warns when `tag` is a release that
+    runs). None: a static or manual source has nothing to ask.
     Prometheus's clock is not compared here: the doctor's line of its own says how far it is
     (off, it would leave every query unasked, said as unanswered)."""
     source = metrics_source(config, endpoints, compare_clocks=False)
@@ -129,10 +130,11 @@ async def unanswered(
     try:
         reading = await source.measure(window)
     except MetricsProblem as problem:
-        return [str(problem)]
-    return [
+        return [str(problem)], []
+    parts = [
         f"{metric.name} {part}"
         for metric in reading.metrics
         for part in (metric.problem or "").split("; ")
-        if part and NO_DATA not in part
+        if part
     ]
+    return [part for part in parts if NO_DATA not in part], [p for p in parts if NO_DATA in p]

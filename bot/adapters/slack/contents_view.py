@@ -87,6 +87,12 @@ def summary(contents: ReleaseContents) -> str:
             parts.append(f":warning: {_plural(len(risk.paths), 'migration')}")
         else:
             parts.append(f":warning: workflow file changed in these commits{_run_from(contents)}")
+    if contents.moved_from:
+        parts.append(
+            f":warning: `{escape(contents.tag)}` was moved after it was released at "
+            f"`{contents.moved_from[:7]}`: these are the commits it was moved over, which never "
+            "went out"
+        )
     if contents.gone is not None:
         parts.append(
             f":warning: the tag of the last release, `{escape(contents.gone)}`, is gone from "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime, timedelta
 
 import aiohttp
 from aiohttp import WSMessage, WSMsgType
@@ -12,15 +13,42 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 
 from bot.adapters.slack.delivery import SLACK_TROUBLE
+from bot.services.ports import Clock
 
 log = logging.getLogger(__name__)
+
+
+SOCKET_DOWN_GRACE = timedelta(seconds=30)
+"""How long the socket may be down before the replica is not ready: Slack's routine refresh
+takes a second, the SDK finds a dead link within 20 s (four missed pings) and asks again every
+5 s; a link down for longer than this is not coming back by itself."""
+
+SLACK_SOCKET_LIMIT = 10
+"""Socket Mode connections Slack keeps open at once for one app (all replicas, and any other
+process with the app's SLACK_APP_TOKEN)."""
+
+TOLD = {
+    "link_disabled": (
+        "Slack turned Socket Mode off for this app (disconnect: link_disabled): no Slack "
+        "request reaches the bot until Socket Mode is turned on again in the app's settings"
+    ),
+    "too_many_websockets": (
+        "Slack refused this replica's Socket Mode connection (disconnect: too_many_websockets): "
+        f"Slack keeps at most {SLACK_SOCKET_LIMIT} connections per app, and other replicas "
+        "(or other processes with this SLACK_APP_TOKEN) hold them; no Slack request reaches "
+        f"this replica until one closes: run at most {SLACK_SOCKET_LIMIT} `socket` replicas"
+    ),
+}
+"""Slack's `disconnect` reasons that leave no request reaching the bot, and what the bot says.
+Its other reasons (`refresh_requested` every few hours, `warning`) are routine: the SDK
+reconnects."""
 
 
 class SocketRefused(Exception):
     """Slack refused the app-level token its first WebSocket URL (`apps.connections.open`)."""
 
 
-async def connected(bolt: AsyncApp, token: str) -> AsyncSocketModeHandler:
+async def connected(bolt: AsyncApp, token: str, *, clock: Clock) -> SocketLink:
     """`bolt`'s Socket Mode connection, open. The first URL is asked for here: Slack's refusal
     of the token (revoked, wrong, without `connections:write`, Socket Mode turned off) is
     `SocketRefused`, naming Slack's error, where the SDK would ask again every 10 seconds for
@@ -28,13 +56,16 @@ async def connected(bolt: AsyncApp, token: str) -> AsyncSocketModeHandler:
     limit or its own trouble (HTTP 5xx, `internal_error`, `service_unavailable`...) is no
     refusal of the token: left to the SDK, which tries again."""
     handler = AsyncSocketModeHandler(bolt, token)
-    handler.client.on_message_listeners.append(_disconnect_told)
+    link = SocketLink(handler, clock=clock)
+    # The SDK's session for the socket's handshakes, traced: a refused one spends its ticket.
+    await handler.client.aiohttp_client_session.close()
+    handler.client.aiohttp_client_session = aiohttp.ClientSession(trace_configs=[link.tracing()])
     try:
         opened = await handler.client.web_client.apps_connections_open(app_token=token)
     except SlackApiError as refused:
         error = refused.response.get("error")
         if refused.response.status_code < 500 and error and error not in SLACK_TROUBLE:
-            await handler.close_async()  # type: ignore[no-untyped-call]
+            await link.close()
             raise SocketRefused(
                 f"Slack refused SLACK_APP_TOKEN for Socket Mode ({error}): set an app-level "
                 "token (Basic Information, App-Level Tokens) with the connections:write "
@@ -45,22 +76,88 @@ async def connected(bolt: AsyncApp, token: str) -> AsyncSocketModeHandler:
     else:
         handler.client.wss_uri = opened["url"]
     await handler.connect_async()  # type: ignore[no-untyped-call]
-    return handler
+    return link
 
 
-async def _disconnect_told(message: WSMessage) -> None:
-    """Slack's `disconnect` with `link_disabled` (Socket Mode turned off in the app's
-    settings) said in one ERROR line: no Slack request reaches the bot any more, while the SDK
-    says only that it opens a new connection. Its other reasons (`refresh_requested` every few
-    hours, `warning`) are routine: the SDK reconnects."""
-    if message.type != WSMsgType.TEXT or '"disconnect"' not in message.data:
-        return
-    try:
-        reason = json.loads(message.data).get("reason")
-    except (ValueError, AttributeError):
-        return
-    if reason == "link_disabled":
-        log.error(
-            "Slack turned Socket Mode off for this app (disconnect: link_disabled): no Slack "
-            "request reaches the bot until Socket Mode is turned on again in the app's settings"
+class SocketLink:
+    """The app's Socket Mode connection, watched. The SDK reconnects by itself, and for ever:
+    a token revoked or Socket Mode turned off while the bot runs is an ERROR line from the
+    SDK every few seconds and nothing more. Here a link down for longer than
+    `SOCKET_DOWN_GRACE` makes the replica not ready (`problem`, one ERROR line when it turns
+    so), and Slack's `disconnect` reasons that leave no request reaching the bot (`TOLD`) are
+    one ERROR line each until Slack reaches the bot again."""
+
+    def __init__(self, handler: AsyncSocketModeHandler, *, clock: Clock) -> None:
+        self._handler = handler
+        self._clock = clock
+        self._down_since: datetime | None = None
+        self._down_told = False
+        self._told: str | None = None
+        """The `disconnect` reason last told, until an envelope comes again."""
+        self._closed = False
+        handler.client.on_message_listeners.append(self._message)
+
+    def problem(self) -> str | None:
+        """Why this replica takes no Slack request, once the link has been down for longer
+        than the grace; None while it is up, or down for less."""
+        client = self._handler.client
+        session = client.current_session
+        if not self._closed and session is not None and not session.closed and not client.stale:
+            if self._down_told:
+                log.info("Slack's Socket Mode connection is up again")
+            self._down_since, self._down_told = None, False
+            return None
+        now = self._clock()
+        self._down_since = self._down_since or now
+        down = now - self._down_since
+        if down <= SOCKET_DOWN_GRACE:
+            return None
+        reason = (
+            f"Slack's Socket Mode connection has been down for {int(down.total_seconds())} s "
+            f"(more than {int(SOCKET_DOWN_GRACE.total_seconds())} s): no Slack request reaches "
+            "this replica; the SDK's lines say what Slack answers (a revoked SLACK_APP_TOKEN, "
+            "Socket Mode turned off in the app's settings, Slack out of reach)"
         )
+        if not self._down_told:
+            log.error("%s", reason)
+            self._down_told = True
+        return reason
+
+    def tracing(self) -> aiohttp.TraceConfig:
+        """Tracing for the session the SDK opens the socket with: a handshake Slack answers
+        other than 101 (a 408 from its link host) spent the URL's single-use ticket, but the
+        SDK presents the same URL every 5 seconds for ever (it asks for a new one only when
+        it has none): it is forgotten, and the next try asks `apps.connections.open`."""
+        trace = aiohttp.TraceConfig()
+        trace.on_request_end.append(self._handshake_answered)
+        return trace
+
+    async def _handshake_answered(
+        self, session: object, context: object, params: aiohttp.TraceRequestEndParams
+    ) -> None:
+        if params.response.status != 101:
+            self._handler.client.wss_uri = None
+
+    async def close(self) -> None:
+        """Close the socket (at the start of a drain, and at the end): Slack sends what comes
+        next to the app's other connections."""
+        if not self._closed:
+            self._closed = True
+            await self._handler.close_async()  # type: ignore[no-untyped-call]
+
+    async def _message(self, message: WSMessage) -> None:
+        if message.type != WSMsgType.TEXT:
+            return
+        try:
+            data = json.loads(message.data)
+        except ValueError:
+            return
+        if not isinstance(data, dict):
+            return
+        if "envelope_id" in data:
+            self._told = None  # Slack reaches the bot again
+        elif data.get("type") == "disconnect":
+            reason = data.get("reason")
+            if reason in TOLD and reason != self._told:
+                log.error("%s", TOLD[reason])
+                self._told = reason
