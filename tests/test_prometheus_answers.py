@@ -30,6 +30,7 @@ from bot.domain.gate import GateReason, Verdict, evaluate_desktop
 from bot.domain.metrics import QueryWindow, Reading, judge
 from bot.domain.plan import PrometheusMetrics, Track
 from bot.plan_file import load_plan, parse_plan
+from bot.services.findings import metrics_finding
 from sandbox.clock import ManualClock
 from sandbox.loopback import LoopbackServer
 
@@ -356,6 +357,22 @@ async def test_the_doctor_tells_queries_that_answer_no_data_from_those_unanswere
     unanswerable, no_data = problems
     assert unanswerable == []
     assert no_data and all("no data: the query matched no series" in part for part in no_data)
+
+
+def test_a_baseline_answering_no_data_is_expected_without_other_releases() -> None:
+    """`doctor --tag` of the release at 100%: its own figures answer, the baseline (every other
+    release) matches no series, as it must with no other release running. The warning told to
+    look for a misspelt name, "no data expected only while the release has no traffic yet":
+    untrue of a baseline, whose no data is expected while no other release has traffic."""
+    metrics = "metrics of the relay track (prometheus)"
+    baseline = ["crash_rate baseline: no data: the query matched no series"]
+    finding = metrics_finding(metrics, ([], baseline))
+    assert finding.warning
+    assert "for a baseline while no other release has traffic (the tag at 100%" in finding.fix
+    value = metrics_finding(
+        metrics, ([], ["crash_rate value: no data: the query matched no series"])
+    )
+    assert value.fix.endswith("No data is expected only while the release has no traffic yet")
 
 
 class PassingFailures(QueryAnswers):
