@@ -23,6 +23,7 @@ from bot.domain.gate import GateKind, GateReason, Verdict
 from bot.domain.npm import SecretCheck, Walkthrough
 from bot.domain.npm_environment import RuleFlag
 from bot.domain.reasons import Reason
+from bot.domain.release_contents import LastRelease, ReleaseContents, Since
 from bot.domain.rollout import (
     Check,
     CheckState,
@@ -232,6 +233,24 @@ ROLLOUT_STATE = Family(
         _rollout_sample(
             "rollout:tag-moved",
             replace(NEW, preflight=replace(ALL_CLEAR, tag_commit="c0ffee0", moved_to="decaf00")),
+        ),
+        # The release live started again after its tag was moved: the preflight's contents
+        # name the commit it went out at (`moved_from`; an older replica ignores the field).
+        _rollout_sample(
+            "rollout:contents-moved",
+            replace(
+                NEW,
+                preflight=replace(
+                    ALL_CLEAR,
+                    tag_commit="decaf00",
+                    contents=ReleaseContents(
+                        tag="v1.4.2",
+                        since=LastRelease("v1.4.2", Since.ROLLOUT),
+                        total_commits=2,
+                        moved_from="c0ffee0",
+                    ),
+                ),
+            ),
         ),
         Sample("verdict", VERDICT, verdict_to_json, verdict_from_json),
         earlier(Sample("verdict:plain", PLAIN, verdict_to_json, verdict_from_json)),

@@ -30,6 +30,8 @@ from bot.domain.gate import GateReason, Verdict, evaluate_desktop
 from bot.domain.metrics import QueryWindow, Reading, judge
 from bot.domain.plan import PrometheusMetrics, Track
 from bot.plan_file import load_plan, parse_plan
+from bot.services.findings import metrics_finding
+from sandbox.clock import ManualClock
 from sandbox.loopback import LoopbackServer
 
 NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
@@ -357,20 +359,40 @@ async def test_the_doctor_tells_queries_that_answer_no_data_from_those_unanswere
     assert no_data and all("no data: the query matched no series" in part for part in no_data)
 
 
+def test_a_baseline_answering_no_data_is_expected_without_other_releases() -> None:
+    """`doctor --tag` of the release at 100%: its own figures answer, the baseline (every other
+    release) matches no series, as it must with no other release running. The warning told to
+    look for a misspelt name, "no data expected only while the release has no traffic yet":
+    untrue of a baseline, whose no data is expected while no other release has traffic."""
+    metrics = "metrics of the relay track (prometheus)"
+    baseline = ["crash_rate baseline: no data: the query matched no series"]
+    finding = metrics_finding(metrics, ([], baseline))
+    assert finding.warning
+    assert "for a baseline while no other release has traffic (the tag at 100%" in finding.fix
+    value = metrics_finding(
+        metrics, ([], ["crash_rate value: no data: the query matched no series"])
+    )
+    assert value.fix.endswith("No data is expected only while the release has no traffic yet")
+
+
 class PassingFailures(QueryAnswers):
     """QueryAnswers whose first queries fail as a proxy in front of a Prometheus that restarts
     fails them, one each: "503" answers HTTP 503 without JSON, "reset" drops the connection,
-    "429" asks to wait 0 seconds."""
+    "429" asks to wait 0 seconds; each failure takes `took` seconds (real ones: a request's
+    time is the event loop's)."""
 
-    def __init__(self, body: Any, *failures: str) -> None:
+    def __init__(self, body: Any, *failures: str, paced: Paced, took: float = 0.0) -> None:
         super().__init__(body)
         self.failures = list(failures)
         self.asked = 0
+        self.paced = paced
+        self.took = took
 
     async def _query(self, request: web.Request) -> web.Response:
         self.asked += 1
         if not self.failures:
             return await super()._query(request)
+        await asyncio.sleep(self.took)
         failure = self.failures.pop(0)
         if failure == "reset":
             assert request.transport is not None
@@ -380,38 +402,68 @@ class PassingFailures(QueryAnswers):
         return web.Response(status=503, text="Service Unavailable")
 
 
+class Paced(ManualClock):
+    """The bot's clock, moved by the source's waits (kept in `waits`) instead of waiting them."""
+
+    def __init__(self) -> None:
+        super().__init__(NOW)
+        self.waits: list[float] = []
+
+    async def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.advance(timedelta(seconds=seconds))
+
+
+def paced_source(server: PassingFailures, **options: Any) -> PrometheusSource:
+    paced = server.paced
+    return PrometheusSource(
+        METRICS, url=server.url, clock=paced, sleep=paced.sleep, charts=False, **options
+    )
+
+
 @pytest.mark.parametrize("failures", [("503",), ("reset",), ("503", "reset")])
 async def test_a_query_failing_in_passing_is_asked_again(failures: tuple[str, ...]) -> None:
     """A 503 from a proxy (Prometheus restarting) or a connection reset lost the figure: the
     gate said INCONCLUSIVE and the stage waited out an extension. The query is asked again a
     second later, a few seconds at most in all, and the figure read."""
-    async with PassingFailures(vector("0.0001"), *failures) as server:
-        source = PrometheusSource(METRICS, url=server.url, clock=lambda: NOW, charts=False)
-        reading = await source.measure(WINDOW)
+    async with PassingFailures(vector("0.0001"), *failures, paced=Paced()) as server:
+        reading = await paced_source(server).measure(WINDOW)
     assert reading.figures.crash_rate == Decimal("0.0001")
     assert server.asked == server.clock_reads + len(failures) + 1
+    assert server.paced.waits == [PASSING_WAIT] * len(failures)
 
 
 async def test_a_query_failing_longer_than_a_gate_waits_is_inconclusive() -> None:
     """A Prometheus that keeps failing is asked again only while the waits add up to
     RETRY_WAIT: then the figure is missing with the last answer, the gate INCONCLUSIVE."""
-    async with PassingFailures(vector("0.0001"), *["503"] * 10) as server:
-        source = PrometheusSource(METRICS, url=server.url, clock=lambda: NOW, charts=False)
-        reading = await source.measure(WINDOW)
+    async with PassingFailures(vector("0.0001"), *["503"] * 10, paced=Paced()) as server:
+        reading = await paced_source(server).measure(WINDOW)
     assert reading.figures.crash_rate is None
     (metric,) = reading.metrics
     assert metric.problem is not None and "HTTP 503" in metric.problem
     assert server.asked - server.clock_reads == 1 + int(RETRY_WAIT / PASSING_WAIT)
+    assert sum(server.paced.waits) <= RETRY_WAIT
+
+
+async def test_a_slow_failing_answer_spends_what_a_gate_waits() -> None:
+    """A 503 or 504 that takes its time (a proxy's own timeout, a query Prometheus gave up on)
+    was asked again three times, each taking it again: a reading, and the rollout's lock a
+    Stop waits for, held four answers' time and the waits, not "a few seconds" longer. The
+    time from the first ask counts: once it and the wait pass RETRY_WAIT, the answer stands."""
+    slow = 1.2  # seconds: its waits, not waited here (Paced), count besides
+    async with PassingFailures(vector("0.0001"), *["503"] * 10, paced=Paced(), took=slow) as s:
+        reading = await paced_source(s, compare_clocks=False).measure(WINDOW)
+    assert reading.figures.crash_rate is None
+    # At 1.2 s, a wait of 1 s more is within RETRY_WAIT; at 2.4 s, with it, it is not.
+    assert s.asked == 2, s.asked
+    assert s.paced.waits == [PASSING_WAIT]
 
 
 async def test_a_rate_limit_asking_no_wait_is_asked_again_a_few_times_only() -> None:
     """`Retry-After: 0` said again and again waits nothing: the query is asked again RETRIES
     times, not for ever."""
-    async with PassingFailures(vector("0.0001"), *["429"] * 10) as server:
-        source = PrometheusSource(
-            METRICS, url=server.url, clock=lambda: NOW, charts=False, compare_clocks=False
-        )
-        reading = await source.measure(WINDOW)
+    async with PassingFailures(vector("0.0001"), *["429"] * 10, paced=Paced()) as server:
+        reading = await paced_source(server, compare_clocks=False).measure(WINDOW)
     assert reading.figures.crash_rate is None
     assert server.asked == 1 + RETRIES
 

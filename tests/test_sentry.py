@@ -288,6 +288,30 @@ async def test_a_rate_limit_longer_than_a_gate_waits_is_not_asked_through(
     assert len(sentry.requests) == 2
 
 
+@pytest.mark.parametrize("bot_off", [-10, 10], ids=["bot behind", "bot ahead"])
+async def test_a_rate_limit_is_waited_by_sentry_s_clock_not_the_bot_s(
+    sentry: SentryTestServer, bot_off: int
+) -> None:
+    """X-Sentry-Rate-Limit-Reset is a moment on Sentry's clock: read against the bot's, a bot
+    10 s behind waited 11 s (beyond RETRY_WAIT: not asked again, the crash rate missing and the
+    ring held for an extension), and one 10 s ahead asked again at once, into the same refused
+    window. It is read against the answer's Date, Sentry's own clock: a second or two."""
+    with_sessions(sentry)
+    sentry.rate_limited.extend([1.0, 1.0])
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)  # the sandbox's refusals are one a request, not a window
+
+    def skewed() -> datetime:
+        return datetime.now(UTC) + timedelta(seconds=bot_off)
+
+    source = SentrySource(config(), access=access(sentry), clock=skewed, sleep=sleep)
+    reading = await source.measure(window())
+    assert reading.figures.crash_rate == Decimal("0.0025"), reading.metrics[0].problem
+    assert len(waits) == 2 and all(1 <= wait <= 2 for wait in waits), waits
+
+
 async def test_an_unconfigured_sentry_is_inconclusive() -> None:
     reading = await SentrySource(config(), access=None).measure(window())
     (metric,) = reading.metrics

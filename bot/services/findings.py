@@ -48,11 +48,17 @@ def metrics_finding(metrics: str, answers: tuple[list[str], list[str]] | None) -
             "(rollout-bot metrics <stage> --tag <tag> shows each)",
         )
     if no_data:
+        baselines = all(" baseline" in part.split(":", 1)[0] for part in no_data)
         return warned(
             f"{metrics} answer no data: {'; '.join(no_data)}",
             "check the metric names, labels and environment in the plan's queries "
             "(rollout-bot metrics <stage> --tag <tag> shows each): a release with traffic has "
             "figures, and a gate reading none says INCONCLUSIVE. No data is expected only "
-            "while the release has no traffic yet",
+            + (
+                "for a baseline while no other release has traffic (the tag at 100%, or the "
+                "first release of its ring)"
+                if baselines
+                else "while the release has no traffic yet"
+            ),
         )
     return passed(f"{metrics} answer their queries")

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import abc
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
@@ -18,6 +20,9 @@ import aiohttp
 from bot.domain.metrics import QueryWindow, Reading
 from bot.domain.text import whole_number
 from bot.services.ports import Clock
+
+Sleep = Callable[[float], Awaitable[object]]
+"""How a request waits before it is asked again (`asyncio.sleep`; tests pass one of their own)."""
 
 
 class MetricsProblem(Exception):
@@ -47,9 +52,10 @@ class LiveSource(abc.ABC):
 
 
 RETRY_WAIT = 3.0
-"""Seconds one request of a reading waits in all to be asked again after passing failures: a
-gate's reading is not held longer (a Re-evaluate reads under the rollout's lock, which a Stop
-waits for). A wait asked beyond it is not waited: the figure is missing, the gate INCONCLUSIVE."""
+"""Seconds one request of a reading may take in all, from its first ask, to be asked again
+after passing failures (the failed answers' own time counted with the waits): a gate's reading
+is not held much longer (a Re-evaluate reads under the rollout's lock, which a Stop waits for).
+A wait asked beyond it is not waited: the figure is missing, the gate INCONCLUSIVE."""
 PASSING_WAIT = 1.0
 """Seconds before asking again when the failure says no wait of its own."""
 RETRIES = 3
@@ -65,16 +71,18 @@ async def request_json(
     *,
     service: str,
     clock: Clock = utc_now,
+    sleep: Sleep = asyncio.sleep,
     **options: Any,
 ) -> tuple[int, Any]:
     """The status and JSON body of a request (the body None when it is not JSON); a
     MetricsProblem naming `service` when there is no answer (never the URL: it may hold a
     password). A failure that passes (a rate limit, HTTP 502, 503 or 504, the connection refused
     or reset) is asked again when the answer says to wait (`Retry-After`, or Sentry's
-    `X-Sentry-Rate-Limit-Reset` by `clock`), else after PASSING_WAIT, RETRIES times at most
-    while the waits add up to RETRY_WAIT at most; then the last answer stands. A timeout is
-    not: it took its time."""
-    waited, retries = 0.0, 0
+    `X-Sentry-Rate-Limit-Reset` by the answer's `Date`, else by `clock`), else after
+    PASSING_WAIT, RETRIES times at most while the time since the first ask (the failed answers'
+    own time with the waits) and the wait add up to RETRY_WAIT at most; then the last answer
+    stands. A timeout is not: it took its time."""
+    started, waited, retries = asyncio.get_running_loop().time(), 0.0, 0
     while True:
         try:
             async with session.request(method, url, **options) as response:
@@ -85,14 +93,22 @@ async def request_json(
                 status, wait = response.status, _wait(response, clock)
         except (aiohttp.ClientError, TimeoutError) as error:
             wait = PASSING_WAIT if _passing(error) else None
-            if wait is None or waited + wait > RETRY_WAIT or retries == RETRIES:
+            if wait is None or not _again(wait, started, waited, retries):
                 reason = "timed out" if isinstance(error, TimeoutError) else type(error).__name__
                 raise MetricsProblem(f"{service} unreachable ({reason})") from None
         else:
-            if wait is None or waited + wait > RETRY_WAIT or retries == RETRIES:
+            if wait is None or not _again(wait, started, waited, retries):
                 return status, body
         waited, retries = waited + wait, retries + 1
-        await asyncio.sleep(wait)
+        await sleep(wait)
+
+
+def _again(wait: float, started: float, waited: float, retries: int) -> bool:
+    """Whether a request first asked at `started` (the event loop's monotonic time) is asked
+    again after `wait`: a slow failing answer (a 504 after a proxy's own timeout) spends the
+    time a gate waits as a wait does (the waits counted at least: a test's sleep waits none)."""
+    spent = max(waited, asyncio.get_running_loop().time() - started)
+    return retries < RETRIES and spent + wait <= RETRY_WAIT
 
 
 def _passing(error: Exception) -> bool:
@@ -109,5 +125,16 @@ def _wait(response: aiohttp.ClientResponse, clock: Clock) -> float | None:
     if (after := whole_number(response.headers.get("Retry-After", ""))) is not None:
         return float(after)
     if (reset := whole_number(response.headers.get("X-Sentry-Rate-Limit-Reset", ""))) is not None:
-        return max(0.0, reset - clock().timestamp())
+        return max(0.0, reset - _answered_at(response, clock).timestamp())
     return PASSING_WAIT
+
+
+def _answered_at(response: aiohttp.ClientResponse, clock: Clock) -> datetime:
+    """When the server answered, by its own clock (`Date`), which its reset times are on: the
+    bot's clock seconds apart would wait too long (not at all, beyond RETRY_WAIT) or ask again
+    too soon. The bot's clock when the answer has no readable `Date`."""
+    try:
+        answered = parsedate_to_datetime(response.headers.get("Date", ""))
+    except (TypeError, ValueError):
+        return clock()
+    return answered if answered.tzinfo else answered.replace(tzinfo=UTC)  # HTTP dates are GMT

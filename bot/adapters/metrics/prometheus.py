@@ -24,7 +24,7 @@ from urllib.parse import urlencode
 
 import aiohttp
 
-from bot.adapters.metrics.live import LiveSource, MetricsProblem, utc_now
+from bot.adapters.metrics.live import LiveSource, MetricsProblem, Sleep, utc_now
 from bot.adapters.metrics.prometheus_api import (
     NoSeries,
     PrometheusClient,
@@ -80,10 +80,11 @@ class PrometheusSource(LiveSource):
         timeout: float = 10.0,
         charts: bool = True,
         compare_clocks: bool = True,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         super().__init__(clock=clock, timeout=timeout)
         self._config = config
-        self._client = PrometheusClient(url) if url else None
+        self._client = PrometheusClient(url, clock=clock, sleep=sleep) if url else None
         self._charts = charts
         self._compare_clocks = compare_clocks
 

@@ -4,6 +4,7 @@ Prometheus's own clock compared with the bot's (`bot.domain.clocks`)."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -13,7 +14,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from bot.adapters.metrics.live import MetricsProblem, request_json, utc_now
+from bot.adapters.metrics.live import MetricsProblem, Sleep, request_json, utc_now
 from bot.domain.clocks import ClockOffset
 from bot.services.clock_skew import offset_of, too_slow_to_tell
 from bot.services.ports import Clock
@@ -49,8 +50,12 @@ class NoSeries(MetricsProblem):
 class PrometheusClient:
     """Prometheus's HTTP query API (`/api/v1/query`, `/api/v1/query_range`)."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(
+        self, base_url: str, *, clock: Clock = utc_now, sleep: Sleep = asyncio.sleep
+    ) -> None:
         self.base_url = base_url.rstrip("/")
+        self._clock = clock
+        self._sleep = sleep
 
     async def instant(
         self, session: aiohttp.ClientSession, query: str, at: datetime | None
@@ -120,6 +125,8 @@ class PrometheusClient:
             "POST",
             f"{self.base_url}/api/v1/{endpoint}",
             service=f"Prometheus at {public_url(self.base_url)}",
+            clock=self._clock,
+            sleep=self._sleep,
             data=dict(form),
         )
         if body is None:

@@ -22,7 +22,7 @@ from urllib.parse import quote
 import aiohttp
 from pydantic import SecretStr
 
-from bot.adapters.metrics.live import LiveSource, MetricsProblem, request_json, utc_now
+from bot.adapters.metrics.live import LiveSource, MetricsProblem, Sleep, request_json, utc_now
 from bot.domain.metrics import Figures, MetricReading, QueryWindow, Reading
 from bot.domain.plan import SentryMetrics, fill
 from bot.services.ports import Clock
@@ -53,9 +53,12 @@ class _Totals:
 class SentryClient:
     """The organisation sessions endpoint of Sentry's API."""
 
-    def __init__(self, access: SentryAccess, *, clock: Clock = utc_now) -> None:
+    def __init__(
+        self, access: SentryAccess, *, clock: Clock = utc_now, sleep: Sleep = asyncio.sleep
+    ) -> None:
         self._access = access
         self._clock = clock
+        self._sleep = sleep
 
     @property
     def access(self) -> SentryAccess:
@@ -126,6 +129,7 @@ class SentryClient:
             url,
             service="Sentry",
             clock=self._clock,
+            sleep=self._sleep,
             params=params,
             headers=headers,
         )
@@ -141,10 +145,11 @@ class SentrySource(LiveSource):
         access: SentryAccess | None,
         clock: Clock = utc_now,
         timeout: float = 10.0,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         super().__init__(clock=clock, timeout=timeout)
         self._config = config
-        self._client = SentryClient(access, clock=clock) if access else None
+        self._client = SentryClient(access, clock=clock, sleep=sleep) if access else None
 
     async def measure(self, window: QueryWindow) -> Reading:
         config = self._config
