@@ -170,3 +170,24 @@ async def test_a_handshake_slack_refuses_is_tried_again_with_a_new_url(
     async with asyncio.timeout(20), TestClient(TestServer(app_of(settings, socket_mode=True))):
         await slack.wait_for(lambda: slack.socket_connected, timeout=15)
     assert len([c for c in slack.calls if c.method == "apps.connections.open"]) == 2
+
+
+async def test_the_grace_of_a_link_down_runs_from_when_it_went_down_not_from_the_first_look(
+    settings: Settings,  # noqa: F811
+    slack: SlackTestServer,
+) -> None:
+    """A `socket` replica no load balancer asks (Slack's requests come over the socket): its
+    link down for longer than the grace is not ready at the first `/readyz` or scrape after,
+    not a grace later (the first look started the grace, and the alert waited a scrape)."""
+    clock = ManualClock(datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
+    app = create_app(settings, socket_mode=True, clock=clock, charts=CHARTS)
+    async with TestClient(TestServer(app)) as client:
+        await slack.wait_for(lambda: slack.socket_connected)
+        await slack.socket_revoke_app_token()
+        # The SDK asked again, and again 5 s later: the link has been down a while, unasked.
+        await slack.wait_for_call("apps.connections.open", count=3, timeout=15)
+        clock.advance(SOCKET_DOWN_GRACE + timedelta(seconds=1))
+        answer = await client.get("/readyz")
+        body = await answer.json()
+    assert answer.status == 503, body
+    assert "Socket Mode connection has been down" in body["reason"]
