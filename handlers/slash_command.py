@@ -59,7 +59,8 @@ async def lane_answer(services: Services, command: commands.Command, origin: Ori
 
 
 def _of(shown: str | None, said: str) -> str:
-    """What is said to the whole channel, after the service's name when answers name it."""
+    """What is said (to the whole channel, or to the person of a change they made), after the
+    service's name when answers name it."""
     return said if shown is None else f"*{shown}*: {said}"
 
 
@@ -133,12 +134,16 @@ async def _ephemeral(
         return "Active rollouts", lane + active_blocks(active, service=shown, room=room, held=held)
     if isinstance(command, commands.History) and command.tag is not None:
         timeline = await controls.timeline(command.tag)
-        return audit_views.timeline_text(timeline), audit_views.timeline_blocks(timeline)
+        return audit_views.timeline_text(timeline), audit_views.timeline_blocks(
+            timeline, service=shown
+        )
     if isinstance(command, commands.History):
         recent = await rollouts.history(tag=command.tag)
         plans = await plans_of(services, recent)
         undone = await services.reports.rolled_back_after(recent)
-        return "Rollout history", history_blocks(recent, lambda r: plans[r.id], undone)
+        return "Rollout history", history_blocks(
+            recent, lambda r: plans[r.id], undone, service=shown
+        )
     if isinstance(command, commands.Report):
         report = await services.reports.period(command.period, asker=actor)
         return (
@@ -147,18 +152,20 @@ async def _ephemeral(
         )
     if isinstance(command, commands.Promote):
         promoted = await controls.promote(origin)
-        return views.note(f"Promoted `{promoted.tag}`: see its thread.")
+        return views.note(_of(shown, f"Promoted `{promoted.tag}`: see its thread."))
     if isinstance(command, commands.Rollback):
         stopped = await controls.abort(origin, gate="relay")
         plan = await rollouts.plan_of(stopped)
-        return views.note(stop_note(stopped, plan, GateKind.RELAY))
+        return views.note(_of(shown, stop_note(stopped, plan, GateKind.RELAY)))
     if isinstance(command, commands.Kill):
         stopped = await controls.abort(origin, gate="desktop", reason=command.reason or "")
         plan = await rollouts.plan_of(stopped)
-        return views.note(stop_note(stopped, plan, GateKind.DESKTOP))
+        return views.note(_of(shown, stop_note(stopped, plan, GateKind.DESKTOP)))
     if isinstance(command, commands.Link):
         linked = await controls.link_run(origin, command.run)
-        return views.note(f"Run {linked.run_id} linked to `{linked.tag}`: see its thread.")
+        return views.note(
+            _of(shown, f"Run {linked.run_id} linked to `{linked.tag}`: see its thread.")
+        )
     if isinstance(command, commands.NpmToken):
         await services.npm_token.open(channel=payload.channel_id, actor=actor)
         return views.note(

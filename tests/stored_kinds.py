@@ -45,6 +45,7 @@ from bot.domain.rollout import (
     StageState,
     Track,
     TrackState,
+    backstop_timer_key,
     window_timer_key,
     window_timer_payload,
 )
@@ -186,6 +187,16 @@ TIMERS = Family(
             (RID, "relay", "canary", AT),
             lambda v: {
                 "key": window_timer_key(*v),
+                "kind": WINDOW_TIMER,
+                "payload": as_json(window_timer_payload(*v[1:])),
+            },
+            lambda data: _window(_stored(data)),
+        ),
+        Sample(
+            "window:reevaluated",
+            (RID, "relay", "canary", AT),
+            lambda v: {
+                "key": backstop_timer_key(*v, asked_at=AT + timedelta(hours=2)),
                 "kind": WINDOW_TIMER,
                 "payload": as_json(window_timer_payload(*v[1:])),
             },

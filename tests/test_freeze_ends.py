@@ -5,7 +5,7 @@ by the unfreeze, not again at its old end. End to end: the real app, the sandbox
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,21 @@ ENDED = "The freeze that held this rollout ended at"
 
 def told(card: ChannelMessage, needle: str) -> list[str]:
     return [reply.rendered for reply in card.replies if needle in reply.rendered]
+
+
+def blink_on_watches(box: Sandbox, monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
+    """The database blinks on each write of a freeze end's watch, until the function returned
+    is called."""
+    timers = box.services.rollouts.effects.timers
+    schedule = timers.schedule
+
+    async def blinking(**timer: Any) -> Any:
+        if timer["kind"] == FREEZE_END_TIMER:
+            raise OperationalError("INSERT timers", {}, ConnectionResetError("reset"))
+        return await schedule(**timer)
+
+    monkeypatch.setattr(timers, "schedule", blinking)
+    return lambda: monkeypatch.setattr(timers, "schedule", schedule)
 
 
 def calendar_window(start: datetime, hours: int) -> dict[str, object]:
@@ -252,21 +267,33 @@ async def test_a_fault_as_a_stage_is_held_leaves_its_freezes_end_watched(
     async with auto_sandbox(tmp_path, database_url) as box:
         card = await observing_canary(box)
         await box.command("freeze 3h friday change freeze", user=OTHER)
-        timers = box.services.rollouts.effects.timers
-        schedule = timers.schedule
-
-        async def blinking(**timer: Any) -> Any:
-            if timer["kind"] == FREEZE_END_TIMER:
-                raise OperationalError("INSERT timers", {}, ConnectionResetError("reset"))
-            return await schedule(**timer)
-
-        monkeypatch.setattr(timers, "schedule", blinking)
+        watched_again = blink_on_watches(box, monkeypatch)
         await box.pass_time(WINDOW)  # the gates PASS; their freeze's end cannot be watched
-        monkeypatch.setattr(timers, "schedule", schedule)
+        watched_again()
         await box.pass_time(timedelta(minutes=5))  # retried
         await held(box, "relay", "canary")
         await held(box, "desktop", "internal")
 
         await box.pass_time(2 * WINDOW)  # the freeze ended
+        await box.slack.wait_for(lambda: bool(told(card, ENDED)))
+        assert len(told(card, ENDED)) == 1
+
+
+async def test_a_fault_as_an_unfreeze_watches_the_calendar_leaves_an_end_watched(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `/rollout freeze` and the plan's window hold the stages, the freeze the longer; it is
+    lifted while the window still holds them, and the database blinks as the window's end is
+    to be watched instead of the freeze's. The thread is still told the end (when the lifted
+    freeze's watch fires: it was not cancelled before the new watch was written). Before, the
+    freeze's watch was cancelled first, and nothing told the thread: the `promote: auto`
+    stages waited for a Promote nobody was prompted to give."""
+    start = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=10)
+    async with auto_sandbox(tmp_path, database_url, freezes=[calendar_window(start, 2)]) as box:
+        card = await held_in_a_freeze(box, "4h")
+        watched_again = blink_on_watches(box, monkeypatch)
+        await box.command("unfreeze", user=OTHER)
+        watched_again()
+        await box.pass_time(4 * WINDOW)  # the window and the lifted freeze both ended
         await box.slack.wait_for(lambda: bool(told(card, ENDED)))
         assert len(told(card, ENDED)) == 1

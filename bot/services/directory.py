@@ -26,6 +26,8 @@ from bot.domain.rollout_command import (
     is_direct_message,
     named_service,
 )
+from bot.domain.service import misspelt_service
+from bot.domain.text import shown
 from bot.services.catalog import Services
 from bot.services.failures import UnknownService
 from bot.services.following import Reconciled
@@ -39,9 +41,9 @@ from bot.services.webhooks import GitHubWebhooks
 log = logging.getLogger(__name__)
 
 _FREE_TEXT = frozenset({Subcommand.KILL, Subcommand.LOCK, Subcommand.UNLOCK})
-"""Subcommands whose text is a reason: in a channel of its own service, a first word that
-names another service, and has more words after it, is the reason's (not a freeze's: its first
-word is its end)."""
+"""Subcommands whose text is a reason (not a freeze's: its first word is its end), whose first
+word may name another service or be a typo of one: which service it acts on is asked, never
+guessed (`ServiceDirectory.for_command`)."""
 
 
 class RolloutLookup(Protocol):
@@ -174,9 +176,10 @@ class ServiceDirectory:
     def status_of_channel(self, text: str, *, channel_id: str) -> tuple[Services, ...]:
         """The services a bare `/rollout status` shows in a channel of several: all of them
         (empty for any other command: `for_command` finds its one service)."""
-        name, _, subcommand = named_service(text, self._by_name)
+        name, rest, subcommand = named_service(text, self._by_name)
         here = self.in_channel(channel_id)
-        if name is None and subcommand is Subcommand.STATUS and len(here) > 1:
+        bare = len(rest.split()) == 1  # else refused by `for_command` (a misspelt service)
+        if name is None and subcommand is Subcommand.STATUS and bare and len(here) > 1:
             return here
         return ()
 
@@ -206,13 +209,11 @@ class ServiceDirectory:
     def for_command(self, text: str, *, channel_id: str) -> tuple[Services, str]:
         """The service a `/rollout` command is for, and its text without the service's name:
         the one it names, else the channel's only one. Raises, listing the choices, when that
-        is missing or ambiguous."""
+        is missing or ambiguous, or when its first word names another service, or nearly does,
+        and the command would act on this channel's service (`_asked`)."""
         name, rest, subcommand = named_service(text, self._by_name)
         here = self.in_channel(channel_id)
-        elsewhere = name is not None and here and self._by_name[name] not in here
-        reason = len(rest.split(maxsplit=1)) > 1  # words after the name (`kill relay` has none)
-        if elsewhere and reason and subcommand in _FREE_TEXT:  # a reason's first word
-            name, rest = None, text
+        self._asked(text, name, subcommand, here)
         if name is not None:
             return self._by_name[name], rest
         if not self.several or subcommand in (None, Subcommand.HELP):
@@ -234,6 +235,58 @@ class ServiceDirectory:
                 f"The services: {_names(self.each)}."
             )
         raise self._nowhere(what)
+
+    def _asked(
+        self,
+        text: str,
+        name: str | None,
+        subcommand: Subcommand | None,
+        here: tuple[Services, ...],
+    ) -> None:
+        """Refuses, changing nothing, a command whose first word is another service's name
+        followed by a reason (`/rollout kill relay calls time out` in search's channel: relay
+        named, search's kill-switch would trip), or a typo of a service's name read otherwise
+        (`start billing-apl v1.4.2`: a tag); a reason whose first word is a typo of the
+        channel's only service's name is that service's, as it is."""
+        if subcommand is None or subcommand is Subcommand.HELP or not self.several:
+            return
+        reason = len(text.split(maxsplit=2)) > 2  # words after the name (`kill relay` has none)
+        if name is not None:  # its command, refused by the service outside its channels
+            if reason and subcommand in _FREE_TEXT and here and self._by_name[name] not in here:
+                raise self._elsewhere(name, subcommand, here)
+            return
+        misspelt = misspelt_service(text, self._by_name)
+        if misspelt is None or (subcommand in _FREE_TEXT and here == (self._by_name[misspelt[1]],)):
+            return
+        typed, meant = shown(misspelt[0]), misspelt[1]
+        ours = here[0].service.name if here else None
+        as_reason = (
+            f" To give `{ours}` this reason, name it first: "
+            f"`/rollout {subcommand.value} {ours} {typed} ...`."
+            if subcommand in _FREE_TEXT and ours is not None
+            else ""
+        )
+        raise InvalidCommand(
+            f"`{typed}` is not a service of this bot: did you mean `{meant}`? The services: "
+            f"{_names(self.each)}. Nothing was changed.{as_reason}"
+        )
+
+    def _elsewhere(
+        self, name: str, subcommand: Subcommand, here: tuple[Services, ...]
+    ) -> NotAReleaseChannel:
+        """`/rollout kill relay <reason>` typed in a channel of other services."""
+        where = ", ".join(
+            self._by_name[name].rollouts.words.channel(c)
+            for c in self._by_name[name].service.release_channels
+        )
+        ours = here[0].service.name
+        return NotAReleaseChannel(
+            f"`{name}` is released in {where}, not in this channel. Nothing was changed: for "
+            f"`{name}`, type `/rollout {subcommand.value} {name} ...` there; for "
+            f"`{ours}` with this reason, name the service first: `/rollout {subcommand.value} "
+            f"{ours} {name} ...`."
+            + (f" The services here: {_names(here)}." if len(here) > 1 else "")
+        )
 
     def _nowhere(self, what: str) -> NotAReleaseChannel:
         """`/rollout <what>` typed outside every service's release channels."""

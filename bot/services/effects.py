@@ -251,16 +251,14 @@ class EffectRunner:
         if isinstance(effect, ScheduleWindow):
             # Fired `settle` after the window's end (its key and payload name the end):
             # the figures the window's last minutes send late are in by then.
-            await self.timers.schedule(
+            await self.window_timer(
+                rollout,
                 key=effect.timer_key(rollout.id),
-                kind=WINDOW_TIMER,
-                due_at=effect.due_at + settle_of(plan.track(effect.track).metrics),
-                now=self.clock(),
-                rollout_id=rollout.id,
-                service=rollout.service,
-                payload=machine.window_timer_payload(effect.track, effect.stage, effect.due_at),
+                track=effect.track,
+                stage=effect.stage,
+                ends=effect.due_at,
+                due=effect.due_at + settle_of(plan.track(effect.track).metrics),
             )
-            self.on_timer_scheduled()
         elif isinstance(effect, CancelWindow):
             await self.timers.cancel(
                 key=effect.timer_key(rollout.id),
@@ -269,6 +267,22 @@ class EffectRunner:
         elif isinstance(effect, ClockSkewed):
             warn_github_skewed(rollout, effect)
         return None
+
+    async def window_timer(
+        self, rollout: Rollout, *, key: str, track: str, stage: str, ends: datetime, due: datetime
+    ) -> None:
+        """Write (once per `key`) the timer that closes the window of `stage` ending at `ends`,
+        to fire at `due`."""
+        await self.timers.schedule(
+            key=key,
+            kind=WINDOW_TIMER,
+            due_at=due,
+            now=self.clock(),
+            rollout_id=rollout.id,
+            service=rollout.service,
+            payload=machine.window_timer_payload(track, stage, ends),
+        )
+        self.on_timer_scheduled()
 
     def timers_changed(self) -> None:
         """A timer was written elsewhere (with a new rollout): the scheduler looks again."""

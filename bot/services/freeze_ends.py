@@ -226,14 +226,15 @@ async def rewatch(effects: EffectRunner, lane: ReleaseLane, rollout: Rollout) ->
     """After a `/rollout unfreeze`, whose answer tells the rollout's thread: the freeze still
     holding it (returned, if any) is watched, and its other watches (of the lifted freeze's
     end) are cancelled; a watch of the same end (the plan's window that held it all along) is
-    kept."""
+    kept. The new watch is written first: a fault before it leaves the old ones, which tell
+    the end late, not nothing watching the hold."""
     now = effects.clock()
     freeze = await lane.holds_promotion(rollout_id=rollout.id)
     kept = freeze_end_timer_key(rollout.id, freeze) if freeze is not None else None
+    if freeze is not None:
+        await watch_freeze_end(effects, rollout, freeze)
     since = now - WATCHED_SINCE
     for timer in await effects.timers.of_kind(kind=FREEZE_END_TIMER, due_since=since):
         if timer.rollout_id == rollout.id and timer.is_pending and timer.key != kept:
             await effects.timers.cancel(key=timer.key, now=now)
-    if freeze is not None:
-        await watch_freeze_end(effects, rollout, freeze)
     return freeze

@@ -14,6 +14,7 @@ from typing import Protocol
 
 from bot.domain import rollout as machine
 from bot.domain.controls import reevaluation, typed_for_another_window
+from bot.domain.errors import ConcurrentChange
 from bot.domain.freeze import Freeze
 from bot.domain.gate import GateVerdict, Verdict
 from bot.domain.metrics import (
@@ -34,6 +35,7 @@ from bot.domain.rollout import (
     StageState,
 )
 from bot.services.acting import put_back
+from bot.services.backstops import verdict_unsaved, write_backstop
 from bot.services.effects import EffectRunner
 from bot.services.following import RunFollower
 from bot.services.freeze_ends import watch_after_hold, watch_freeze_end
@@ -228,6 +230,7 @@ class Gate:
             held = await self._freeze_holding(
                 rollout, plan, track=track, stage=stage.key, verdict=verdict
             )
+            backstop = await write_backstop(effects, rollout, track=track, stage=stage)
             evaluating = await effects.apply(rollout, ready, plan)
             put_back()  # readied for the verdict, not judged: the click's effect is not done yet
             asked, latest = evaluating.track(track).stage(stage.key), [evaluating]
@@ -236,13 +239,17 @@ class Gate:
             async def judge() -> None:
                 # Another replica's save since the stage was saved evaluating: the verdict is
                 # taken again on its state, while the stage still evaluates that window. A held
-                # stage has no window timer left to decide it should this click give up.
+                # stage's only timer left is this click's backstop, minutes away.
                 current = latest.pop() if latest else await effects.get(rollout_id)
                 if not still_evaluating(current.track(track).stage(stage.key), asked):
                     return
                 await decide(current, held=held, actor=actor, reading=reading)
 
-            await effects.serialised(rollout_id, judge)
+            try:
+                await effects.serialised(rollout_id, judge)
+            except ConcurrentChange as lost:
+                unsaved = partial(verdict_unsaved, effects, plan, track=track, stage=stage.key)
+                raise unsaved(backstop=backstop, lost=lost) from lost
             await self._follower.settle(rollout_id)
             return await effects.get(rollout_id)
 

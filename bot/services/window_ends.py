@@ -52,8 +52,11 @@ class WindowEnds:
             # Its gate runs now (the figures are read outside the lock): nothing else to do.
             assert decision.effects == (ReadMetrics(track, stage),), decision.effects
             evaluating = await effects.apply(rollout, Decision(decision.rollout), plan)
-            due = ends + settle_of(plan.track(track).metrics)
-            effects.telemetry.window_closed(lateness=effects.clock() - due)
+            # A Re-evaluate's backstop (`bot.services.backstops`) closes no window on time or
+            # late: the stage's window ended before the click.
+            if timer.key == machine.window_timer_key(rollout_id, track, stage, ends):
+                due = ends + settle_of(plan.track(track).metrics)
+                effects.telemetry.window_closed(lateness=effects.clock() - due)
             return evaluating, plan
 
         with rollout_context(rollout_id):

@@ -63,13 +63,15 @@ def _shown(key: str, value: object) -> str:
     return (escape if key in _TYPED_KEYS else escape_quoted)(str(value))
 
 
-def timeline_blocks(timeline: Timeline) -> list[BlockJson]:
-    """The timeline, oldest first; when it does not fit, the newest events and a note."""
+def timeline_blocks(timeline: Timeline, *, service: str | None = None) -> list[BlockJson]:
+    """The timeline, oldest first; when it does not fit, the newest events and a note; of
+    `service`, named when the bot releases several."""
     facts = (
         f"{timeline.rollout_id} · started {slack_time(timeline.created_at)} by "
         f"<@{timeline.started_by}> · {timeline.state}"
     )
-    blocks: list[Block] = [header(f"Timeline of {timeline.tag}"), context(facts)]
+    of = f" of {service}" if service is not None else ""
+    blocks: list[Block] = [header(f"Timeline of {timeline.tag}{of}"), context(facts)]
     if not timeline.events:
         return as_json([*blocks, section("No events recorded for this rollout.")])
     chunks = pack(event_line(event) for event in timeline.events)

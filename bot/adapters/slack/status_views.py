@@ -97,12 +97,16 @@ def history_blocks(
     rollouts: Sequence[Rollout],
     plan_for: PlanFor,
     rolled_back_after: Collection[tuple[str, str]] = (),
+    *,
+    service: str | None = None,
 ) -> list[BlockJson]:
     """`/rollout history`: the last rollouts, in the order given, and how each track ended
-    (`rolled_back_after`: the (rollout id, track) a person rolled back after they completed)."""
+    (`rolled_back_after`: the (rollout id, track) a person rolled back after they completed),
+    of `service`, named when the bot releases several."""
+    of = f" of {service}" if service is not None else ""
     if not rollouts:
-        return as_json([section("No rollouts yet.")])
-    blocks: list[Block] = [header("Recent rollouts")]
+        return as_json([section(f"No rollouts{of} yet.")])
+    blocks: list[Block] = [header(f"Recent rollouts{of}")]
     for rollout in rollouts:
         plan = plan_for(rollout)
         when = (

@@ -319,6 +319,16 @@ def window_timer_key(rollout_id: str, track: str, stage: str, due_at: datetime) 
     return f"window:{rollout_id}:{track}:{stage}:{due_at.astimezone(UTC).isoformat()}"
 
 
+def backstop_timer_key(
+    rollout_id: str, track: str, stage: str, ends_at: datetime, *, asked_at: datetime
+) -> str:
+    """The window timer that backs a Re-evaluate of a stage whose window ended at `ends_at`,
+    asked at `asked_at` (one per click: a backstop fired earlier is no backstop for a later
+    click). It fires as the window's own timer would (its payload names that window end)."""
+    window = window_timer_key(rollout_id, track, stage, ends_at)
+    return ":".join((window, "reevaluated", asked_at.astimezone(UTC).isoformat()))
+
+
 def window_timer_payload(track: str, stage: str, ends_at: datetime) -> dict[str, str]:
     """What a window timer carries: the stage and its window's end as scheduled (a retry moves
     only the timer's due time; `bot.services.gating` reads it back)."""
