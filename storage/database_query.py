@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 TAKEN = frozenset(
     {
+        "command_timeout",  # asyncpg makes it a number (the bot's own bound wins under `serve`)
         "database",
         "gsslib",
         "host",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -100,6 +102,24 @@ async def test_slack_in_trouble_at_start_is_no_refusal_of_the_app_token(
     assert not [r for r in caplog.records if "refused SLACK_APP_TOKEN" in r.getMessage()]
 
 
+@asynccontextmanager
+async def revoked_while_running(
+    settings: Settings,  # noqa: F811
+    slack: SlackTestServer,
+    clock: ManualClock,
+    *,
+    asked: int,
+) -> AsyncIterator[TestClient[object, object]]:
+    """`socket` on `clock`, its app-level token revoked while it runs, once the SDK has asked
+    `apps.connections.open` `asked` times in all (the first at start)."""
+    app = create_app(settings, socket_mode=True, clock=clock, charts=CHARTS)
+    async with TestClient(TestServer(app)) as client:
+        await slack.wait_for(lambda: slack.socket_connected)
+        await slack.socket_revoke_app_token()
+        await slack.wait_for_call("apps.connections.open", count=asked, timeout=15)
+        yield client
+
+
 async def test_a_revoked_app_token_makes_the_replica_unready_and_is_told_once(
     settings: Settings,  # noqa: F811
     slack: SlackTestServer,
@@ -109,11 +129,7 @@ async def test_a_revoked_app_token_makes_the_replica_unready_and_is_told_once(
     every new one, the SDK asks again for ever. Past a grace the replica is not ready, says
     why in `/readyz`, and says it once in the log, however often it is asked."""
     clock = ManualClock(datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
-    app = create_app(settings, socket_mode=True, clock=clock, charts=CHARTS)
-    async with TestClient(TestServer(app)) as client:
-        await slack.wait_for(lambda: slack.socket_connected)
-        await slack.socket_revoke_app_token()
-        await slack.wait_for_call("apps.connections.open", count=2, timeout=10)
+    async with revoked_while_running(settings, slack, clock, asked=2) as client:
         early = await (await client.get("/readyz")).json()  # within the grace: a refresh's
         assert "Socket Mode" not in early.get("reason", "")
         clock.advance(SOCKET_DOWN_GRACE + timedelta(seconds=1))
@@ -170,3 +186,20 @@ async def test_a_handshake_slack_refuses_is_tried_again_with_a_new_url(
     async with asyncio.timeout(20), TestClient(TestServer(app_of(settings, socket_mode=True))):
         await slack.wait_for(lambda: slack.socket_connected, timeout=15)
     assert len([c for c in slack.calls if c.method == "apps.connections.open"]) == 2
+
+
+async def test_the_grace_of_a_link_down_runs_from_when_it_went_down_not_from_the_first_look(
+    settings: Settings,  # noqa: F811
+    slack: SlackTestServer,
+) -> None:
+    """A `socket` replica no load balancer asks (Slack's requests come over the socket): its
+    link down for longer than the grace is not ready at the first `/readyz` or scrape after,
+    not a grace later (the first look started the grace, and the alert waited a scrape)."""
+    clock = ManualClock(datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
+    # The SDK asked again, and again 5 s later: the link has been down a while, unasked.
+    async with revoked_while_running(settings, slack, clock, asked=3) as client:
+        clock.advance(SOCKET_DOWN_GRACE + timedelta(seconds=1))
+        answer = await client.get("/readyz")
+        body = await answer.json()
+    assert answer.status == 503, body
+    assert "Socket Mode connection has been down" in body["reason"]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -233,3 +234,29 @@ async def test_a_task_waits_for_its_own_sqlite_threads_only(
         assert not [thread for thread in waited if thread.is_alive()]
         async with other.connect() as going_on:
             assert await going_on.scalar(text("SELECT 1")) == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    "query",
+    [
+        "command_timeout=30",  # asyncpg takes it as text (a number of seconds)
+        "ssl=disable&target_session_attrs=read-write&prepared_statement_cache_size=0",
+        "sslmode=disable&host=127.0.0.1:5432&host=127.0.0.1:5432",  # libpq's multi-host form
+    ],
+)
+async def test_a_database_url_query_that_served_before_still_serves(
+    postgres_server: str, query: str
+) -> None:
+    """The parameters asyncpg takes from a URL, as e750548d served with them: refusing one
+    would leave the upgrade's `migrate` and every new replica refusing a DATABASE_URL the
+    running ones serve on."""
+    url = make_url(postgres_server)
+    given = f"postgresql://{url.username}@/{url.database}?{query}"
+    if "host=" not in query:
+        given = f"postgresql://{url.username}@{url.host}:{url.port or 5432}/{url.database}?{query}"
+    engine = create_engine(given)
+    try:
+        assert await ping(engine) is True
+    finally:
+        await engine.dispose()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 from datetime import datetime, timedelta
@@ -22,6 +24,10 @@ SOCKET_DOWN_GRACE = timedelta(seconds=30)
 """How long the socket may be down before the replica is not ready: Slack's routine refresh
 takes a second, the SDK finds a dead link within 20 s (four missed pings) and asks again every
 5 s; a link down for longer than this is not coming back by itself."""
+
+WATCH_EVERY_S = 1.0
+"""How often the link is looked at, whether or not `/readyz` or a scrape asks: its grace runs
+from when it went down, not from the first look after (nothing may ask for minutes)."""
 
 SLACK_SOCKET_LIMIT = 10
 """Socket Mode connections Slack keeps open at once for one app (all replicas, and any other
@@ -76,6 +82,7 @@ async def connected(bolt: AsyncApp, token: str, *, clock: Clock) -> SocketLink:
     else:
         handler.client.wss_uri = opened["url"]
     await handler.connect_async()  # type: ignore[no-untyped-call]
+    link.watch()
     return link
 
 
@@ -84,8 +91,9 @@ class SocketLink:
     a token revoked or Socket Mode turned off while the bot runs is an ERROR line from the
     SDK every few seconds and nothing more. Here a link down for longer than
     `SOCKET_DOWN_GRACE` makes the replica not ready (`problem`, one ERROR line when it turns
-    so), and Slack's `disconnect` reasons that leave no request reaching the bot (`TOLD`) are
-    one ERROR line each until Slack reaches the bot again."""
+    so; looked at every `WATCH_EVERY_S`, asked or not), and Slack's `disconnect` reasons that
+    leave no request reaching the bot (`TOLD`) are one ERROR line each until Slack reaches the
+    bot again."""
 
     def __init__(self, handler: AsyncSocketModeHandler, *, clock: Clock) -> None:
         self._handler = handler
@@ -95,7 +103,18 @@ class SocketLink:
         self._told: str | None = None
         """The `disconnect` reason last told, until an envelope comes again."""
         self._closed = False
+        self._watcher: asyncio.Task[None] | None = None
         handler.client.on_message_listeners.append(self._message)
+
+    def watch(self) -> None:
+        """Look at the link every `WATCH_EVERY_S` until it is closed (`problem`: the grace of
+        a link down starts then, and its ERROR line is said, asked or not)."""
+        self._watcher = asyncio.create_task(self._watching())
+
+    async def _watching(self) -> None:
+        while not self._closed:
+            self.problem()
+            await asyncio.sleep(WATCH_EVERY_S)
 
     def problem(self) -> str | None:
         """Why this replica takes no Slack request, once the link has been down for longer
@@ -143,6 +162,10 @@ class SocketLink:
         next to the app's other connections."""
         if not self._closed:
             self._closed = True
+            if self._watcher is not None:
+                self._watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._watcher
             await self._handler.close_async()  # type: ignore[no-untyped-call]
 
     async def _message(self, message: WSMessage) -> None:
