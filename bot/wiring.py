@@ -205,6 +205,7 @@ def wire_service(shared: Shared, service: Service) -> Wired:
             on_timer_scheduled=shared.wake.set,
             telemetry=shared.telemetry,
             rule_requests=rule_requests,
+            unanswered_after=timedelta(seconds=settings.github_unreadable_seconds),
         ),
         metrics=partial(metrics_source, endpoints=MetricsEndpoints.from_settings(settings)),
         words=messages,

@@ -42,6 +42,12 @@ def context_of(rollout: Rollout) -> dict[str, Any]:
             if rollout.refused_approvals
             else {}
         ),
+        # Only while GitHub fails a review (an e750548d replica's save drops it: `operating.md`).
+        **(
+            {"unreviewed_since": {name: _iso(at) for name, at in rollout.unreviewed_since}}
+            if rollout.unreviewed_since
+            else {}
+        ),
         "attempt": rollout.attempt,
     }
 
@@ -64,6 +70,10 @@ def from_context(context: Mapping[str, Any]) -> dict[str, Any]:
         "untold_stops_kept": "untold_stops" in context,
         "stop_waiters": tuple((track, actor) for track, actor in context.get("stop_waiters", ())),
         "refused_approvals": tuple(context.get("refused_approvals", ())),
+        "unreviewed_since": tuple(
+            (name, datetime.fromisoformat(at))
+            for name, at in context.get("unreviewed_since", {}).items()
+        ),
         "attempt": context.get("attempt"),
     }
 

@@ -40,6 +40,8 @@ EVENTS: list[told.Event] = [
     told.ApprovalRefused("Desktop", "GA ring", "GitHub refused to approve (403: <no>)", None),
     told.ApprovalRefused("Relay", "rb", "GitHub refused (404: Not Found).", "https://gh/run"),
     told.ApprovalRefused("Relay", "50%", "GitHub refused (403: <no>)", None, rejected=True),
+    told.ReviewUnanswered("Relay", "50%", "GitHub answered 502 (<bad>)", AT, None, rejected=True),
+    told.ReviewUnanswered("Desktop", "GA ring", "no answer", AT, "https://gh/run"),
     told.StageJobFailed("Relay", "deploy", "failure", (("deploy", "https://gh/j"),), "u", "rb"),
     told.StageJobFailed("Relay", "deploy", None, (), "https://gh/run", "rb"),
     told.PromotedOnGitHub("Relay", "5%", "50%", StageState.OBSERVING, "octocat"),

@@ -211,6 +211,16 @@ ROLLOUT_STATE = Family(
         ),
         # Approvals GitHub refused while their jobs wait (`refused_approvals`, stored while any).
         _rollout_sample("rollout:refused", replace(ROLLOUT, refused_approvals=("desktop-ga",))),
+        # Reviews GitHub failed without refusing them, since when (`unreviewed_since`, stored
+        # while any; the second told, as `refused_approvals` says).
+        _rollout_sample(
+            "rollout:unreviewed",
+            replace(
+                ROLLOUT,
+                refused_approvals=("relay-rollout-50",),
+                unreviewed_since=(("relay-rollout-50", AT), ("desktop-ga", AT)),
+            ),
+        ),
         # As stored before the context's later keys (told_outside, unread_since, ...) existed.
         earlier(_rollout_sample("rollout:new", NEW), at=lambda data: data["context"]),
         # The commit the preflight read the tag at (beside "preflight", which 091736d reads).

@@ -57,7 +57,9 @@ async def test_a_refused_approval_is_told_once_and_the_card_says_github_holds_th
         assert f"403: {REFUSED}" in told, told  # GitHub's own words
         assert "asks again at each look" in told, told
         assert "approve it on the run's page" in told, told
-        card = await card_shows(box, "`desktop-ga` · held by GitHub: it refused the bot's approval")
+        card = await card_shows(
+            box, "`desktop-ga` · held by GitHub: it has not taken the bot's approval"
+        )
         ga_line = next(line for line in card.splitlines() if "`desktop-ga`" in line)
         assert "deploying" not in ga_line and ":rocket:" not in ga_line, card
 

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from test_rerun_unconfirmed import until
 
 from bot.adapters.github.budget import RequestBudget, SecondaryBackoff
 from bot.adapters.github.dispatch import DispatchSearch
@@ -363,18 +364,60 @@ async def test_reviewing_an_environment_that_is_not_waiting_sends_nothing(
 async def test_a_review_that_raced_a_change_on_github_is_not_an_error(
     gh: GitHubSimulator, gateway: PyGithubGateway
 ) -> None:
+    """A person approves the canary on github.com between the bot's read of what waits and
+    its POST: GitHub answers 422, and a look finds nothing of it waiting any more."""
+    run_id = await dispatch(gateway)
+    answered = gh.hold("POST", "/repos/*/actions/runs/*/pending_deployments")
+    sent = asyncio.create_task(approve_canary(gateway, run_id))
+    await until(lambda: gh.holding)
+    gh.review(run_id, ["relay-canary-5"], "approved", actor="octocat")
+    answered.set()
+
+    assert await sent is False
+    assert posts(gh, "/pending_deployments") == [422]
+
+
+async def test_a_read_back_on_a_re_run_does_not_take_an_earlier_attempts_review_for_its_own(
+    gh: GitHubSimulator, gateway: PyGithubGateway
+) -> None:
+    """Attempt 1: the bot approved the canary. Attempt 2 (a re-run): the canary waits again,
+    the bot's approval is answered 502, not applied, and a person rejects it meanwhile. The
+    review history spans every attempt and names none: the bot's approval of attempt 1 there
+    is not this one (before, the read back said "applied")."""
+    run_id = await dispatch(gateway)
+    assert await approve_canary(gateway, run_id)
+    gh.engine.cancel(run_id)
+    gh.engine.rerun(run_id, by="octocat")
+    assert (await gateway.snapshot(run_id)).is_waiting("relay-canary-5")
+    pending = "/repos/*/actions/runs/*/pending_deployments"
+    answered = gh.hold("POST", pending)
+    gh.fault_next("POST", pending, "server_error")
+    sent = asyncio.create_task(approve_canary(gateway, run_id))
+    await until(lambda: gh.holding)
+    gh.review(run_id, ["relay-canary-5"], "rejected", actor="octocat")
+    answered.set()
+
+    assert await sent is False  # someone else's review came first
+    assert posts(gh, "/pending_deployments")[-1] == 502
+
+
+async def test_a_422_while_the_environment_still_waits_is_not_read_as_not_waiting(
+    gh: GitHubSimulator, gateway: PyGithubGateway
+) -> None:
+    """GitHub answers 422 ("Validation Failed") though the canary still waits for the bot: not
+    applied, and not "nothing waits here" either (the bot asks again, and tells it if it
+    lasts); before, it was taken for a race and forgotten."""
     run_id = await dispatch(gateway)
     gh.fail_next(
-        "POST",
-        "/repos/*/actions/runs/*/pending_deployments",
-        422,
-        {"message": "No pending deployment requests to approve or reject"},
+        "POST", "/repos/*/actions/runs/*/pending_deployments", 422, {"message": "Validation Failed"}
     )
 
-    reviewed = await approve_canary(gateway, run_id)
+    with pytest.raises(GitHubError) as raised:
+        await approve_canary(gateway, run_id)
 
-    assert reviewed is False
-    assert posts(gh, "/pending_deployments") == [422]
+    assert "422" in raised.value.message and "still waits" in raised.value.message
+    assert not raised.value.refused  # asked again at the next look; told if it lasts
+    assert (await gateway.snapshot(run_id)).is_waiting("relay-canary-5")
 
 
 @pytest.mark.parametrize(

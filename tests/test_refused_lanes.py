@@ -13,7 +13,7 @@ from bot.adapters.slack.status_views import status_blocks
 from bot.domain.rollout import Rollout, StageState, TrackState
 from sandbox.render import render_blocks
 
-HELD = "not rolling back yet: GitHub refused the bot's"
+HELD = "not rolling back yet: GitHub has not taken the bot's"
 
 
 def refused(*environments: str) -> Rollout:

@@ -48,7 +48,7 @@ async def test_a_refused_rejection_of_a_failed_gate_is_told_once_and_the_card_sa
         assert f"403: {REFUSED}" in told, told  # GitHub's own words
         assert "asks again at each look" in told, told
         assert "reject it on the run's page" in told, told
-        card = await card_shows(box, "`relay-rollout-50` · held by GitHub: it refused")
+        card = await card_shows(box, "`relay-rollout-50` · held by GitHub: it has not taken")
         half_line = next(line for line in card.splitlines() if "`relay-rollout-50`" in line)
         assert ":warning:" in half_line and ":no_entry:" not in half_line, card
 
@@ -89,4 +89,4 @@ async def test_a_kill_whose_rejection_is_refused_after_the_approval_was_is_told_
         await box.wait_until(lambda _: refusals(box) >= asked + 3)
         said = [line for line in box.thread() if "refused the bot's rejection" in line]
         assert len(said) == 1, box.thread()
-        await card_shows(box, "`desktop-ga` · held by GitHub: it refused the bot's rejection")
+        await card_shows(box, "`desktop-ga` · held by GitHub: it has not taken the bot's rejection")

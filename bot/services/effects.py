@@ -16,16 +16,17 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from bot.domain import rollout as machine
-from bot.domain.errors import ConcurrentChange
+from bot.domain.errors import ConcurrentChange, GitHubError
 from bot.domain.freeze import FREEZE_END_TIMER
 from bot.domain.npm import RELEASE_TIMER
 from bot.domain.plan import RolloutPlan, settle_of
 from bot.domain.protection_rules import UNCONFIRMED_TIMER
 from bot.domain.rollout import (
+    UNREAD_AFTER,
     Announce,
     CancelWindow,
     ClockSkewed,
@@ -103,6 +104,9 @@ class EffectRunner:
     on_timer_scheduled: Callable[[], None] = lambda: None
     telemetry: Telemetry = UNTRACKED
     rule_requests: ProtectionRuleRequests | None = None
+    unanswered_after: timedelta = UNREAD_AFTER
+    """How long GitHub may fail a review of the bot's own path before the thread is told
+    (GITHUB_UNREADABLE_SECONDS)."""
     _locks: KeyedLocks = field(default_factory=KeyedLocks, init=False)
     """Per rollout, while someone holds or awaits its lock (`lock`)."""
 
@@ -227,7 +231,7 @@ class EffectRunner:
             if audit:
                 await self.audit.add(audit)
         left = list(decision.effects)
-        refused: list[tuple[Review, str]] = []
+        refused: list[tuple[Review, GitHubError]] = []
         try:
             while left:
                 if (said := await self._carry_out(rollout, left[0], plan)) is not None:
@@ -243,9 +247,9 @@ class EffectRunner:
 
     async def _carry_out(
         self, rollout: Rollout, effect: Effect, plan: RolloutPlan
-    ) -> tuple[Review, str] | None:
-        """One effect of a saved decision, in its order (a review's failure is recorded); an
-        approval GitHub refused outright, with its words (`bot.services.reviews`)."""
+    ) -> tuple[Review, GitHubError] | None:
+        """One effect of a saved decision, in its order (a review's failure is recorded); a
+        review GitHub refused or failed, with its error (`bot.services.reviews`)."""
         if isinstance(effect, Review):
             return await refusal_of(self, rollout, effect)
         if isinstance(effect, ScheduleWindow):

@@ -5,11 +5,13 @@ A stage that promotes itself (a gate's PASS with `promote: auto`, a reconcile ap
 next stage) or a stopping track's failure job is saved as deploying, with its thread line
 "Approved … deploying", before GitHub is asked (`EffectRunner.apply`). A failure GitHub may
 clear by itself (a 5xx read back not applied, a rate limit, no answer) is asked again at the
-next look. A refusal (a 4xx: the bot's account may not review the environment, the
-environment's rule changed) is asked again too, and told to the thread once while the job
-waits, in GitHub's words (`bot.domain.rollout.refused`): the card then says GitHub holds it.
-So is a stopping track's rejection GitHub refuses (saved, and told "Rejected …", before GitHub
-was asked): the stage still waits there, and the rollback or kill-switch job cannot start.
+next look, and told once GitHub has failed it for GITHUB_UNREADABLE_SECONDS (the rollback or
+kill-switch job of a stopping track cannot start meanwhile). A refusal (a 4xx: the bot's
+account may not review the environment, the environment's rule changed) is asked again too,
+and told to the thread once while the job waits, in GitHub's words
+(`bot.domain.rollout.refused`): the card then says GitHub holds it. So is a stopping track's
+rejection GitHub refuses (saved, and told "Rejected …", before GitHub was asked): the stage
+still waits there, and the rollback or kill-switch job cannot start.
 """
 
 from __future__ import annotations
@@ -81,13 +83,13 @@ async def send_review(
 
 async def refusal_of(
     effects: EffectRunner, rollout: Rollout, review: Review
-) -> tuple[Review, str] | None:
-    """Carry out a saved decision's review: the review with GitHub's words when GitHub
-    refused it outright (None: taken, not waiting, or a failure that may clear by itself)."""
+) -> tuple[Review, GitHubError] | None:
+    """Carry out a saved decision's review: the review with GitHub's error when GitHub
+    refused or failed it (None: taken, or not waiting)."""
     try:
         await send_review(effects, rollout, review, strict=True)
     except GitHubError as error:  # recorded, and asked again by the next reconcile
-        return (review, error.message) if error.refused else None
+        return review, error
     return None
 
 
@@ -95,13 +97,25 @@ async def tell_refused(
     effects: EffectRunner,
     rollout: Rollout,
     plan: RolloutPlan,
-    refused: Sequence[tuple[Review, str]],
+    refused: Sequence[tuple[Review, GitHubError]],
 ) -> Rollout:
     """Tell the thread of each review GitHub refused (`refused`: the review and GitHub's
-    words), once per environment while its job waits, and redraw the card; the rollout after.
-    Another replica's save meanwhile leaves it to the next look, refused again."""
-    for review, cause in refused:
-        decision = machine.approval_refused(rollout, plan, review, cause)
+    error), once per environment while its job waits, and redraw the card; of one GitHub
+    failed without refusing it, once it has failed it for `EffectRunner.unanswered_after`
+    (its first failure saved). The rollout after. Another replica's save meanwhile leaves it
+    to the next look, refused (failed) again."""
+    for review, error in refused:
+        if error.refused:
+            decision = machine.approval_refused(rollout, plan, review, error.message)
+        else:
+            decision = machine.review_failed(
+                rollout,
+                plan,
+                review,
+                error.cause,
+                now=effects.clock(),
+                after=effects.unanswered_after,
+            )
         if decision.rollout == rollout:
             continue
         try:

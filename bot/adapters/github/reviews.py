@@ -1,6 +1,7 @@
 """Posting a review of a run's waiting deployments, for both holds: a required reviewer's
 (`pending_deployments`) and the App's custom protection rule (`deployment_protection_rule`).
-GitHub answers both the same way: 2xx applied, 422 when nothing of it waits there any more.
+GitHub answers both the same way: 2xx applied, 422 when nothing of it waits there any more
+(or, rarely, not applied while it still waits: a look at the run tells them apart).
 
 A write at a renamed or transferred repository's former name is answered `307 Temporary
 Redirect`, to be repeated verbatim at `Location`, which PyGithub does not follow and would pass
@@ -27,7 +28,8 @@ _log = logging.getLogger(__name__)
 async def post_review(
     github: GitHubTransport, path: str, body: Mapping[str, Any], *, operation: str, run_id: int
 ) -> bool | str:
-    """True when applied, False when GitHub answered 422 (raced, or answered before), else
+    """True when applied, False when GitHub answered 422 (raced, or answered before; or not
+    applied while it still waits, which only a look at the run tells apart), else
     what GitHub answered when it may have applied it, for the caller to read back. A refusal
     raises GitHubError."""
     try:
@@ -38,7 +40,7 @@ async def post_review(
         )
     except (GithubException, OSError) as exc:
         if isinstance(exc, GithubException) and exc.status == 422:
-            _log.info("GitHub: run %s: not waiting any more (%s)", run_id, message(exc))
+            _log.info("GitHub: run %s: 422 (%s): not waiting any more?", run_id, message(exc))
             return False
         return github.unclear_answer(operation, exc, run_id=run_id, kind="review")
     return True

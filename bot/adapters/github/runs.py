@@ -145,6 +145,16 @@ class WorkflowRuns:
             return ()  # a GitHub Enterprise Server without the review history API
         return tuple(review for item in history for review in item.per_environment())
 
+    def _history(self, run_id: int, *, conditional: bool = False) -> list[Review]:
+        """The run's review history, every attempt's (empty on a GitHub Enterprise Server
+        without its API); a conditional GET when `conditional` (a 304 costs no rate limit)."""
+        path = f"{self._github.runs_path(run_id)}/approvals"
+        read = self._github.get_conditional if conditional else self._github.get_json
+        try:
+            return REVIEWS.validate_python(read(path) or [])
+        except UnknownObjectException:
+            return []
+
     def _pending_deployments(self, run_id: int) -> list[PendingDeployment]:
         """The run's waits that the bot may review (not a wait timer, not someone else's)."""
         data = self._github.get_json(f"{self._github.runs_path(run_id)}/pending_deployments")
@@ -153,15 +163,24 @@ class WorkflowRuns:
 
     # -- reviewing pending deployments ----------------------------------------------------------
 
+    async def _waiting(self, run_id: int) -> list[PendingDeployment]:
+        """`_pending_deployments`, read through the transport (as a review's call)."""
+        return await self._github.call(
+            f"read the deployments waiting on run {run_id}",
+            functools.partial(self._pending_deployments, run_id),
+            run_id=run_id,
+            kind="review",
+        )
+
     async def review(
         self, *, run_id: int, environments: Sequence[str], state: ReviewState, comment: str
     ) -> bool:
         verb = "approve" if state == "approved" else "reject"
         names = ", ".join(environments)
         operation = f"{verb} {names} on run {run_id}"
-        pending = await self._github.call(
+        pending, history = await self._github.call(
             f"read the deployments waiting on run {run_id}",
-            functools.partial(self._pending_deployments, run_id),
+            lambda: (self._pending_deployments(run_id), self._history(run_id, conditional=True)),
             run_id=run_id,
             kind="review",
         )
@@ -171,16 +190,20 @@ class WorkflowRuns:
         if not ids:
             _log.info("GitHub: run %s: %s not waiting, nothing to %s", run_id, names, verb)
             return False
+        # The history spans every attempt of the run and names none: only a review of ours
+        # added since this read is this one (read back after an unclear answer).
+        before = _ours(history, await self._github.actor_login(), state, ids)
         body = {"environment_ids": ids, "state": state, "comment": comment}
         path = f"{self._github.runs_path(run_id)}/pending_deployments"
         answer = await post_review(self._github, path, body, operation=operation, run_id=run_id)
         if answer is True:
             _log.info("GitHub: run %s: %s %s", run_id, state, names)
-        if not isinstance(answer, str):
-            return answer
+            return True
+        if answer is False:
+            return await self._unprocessable(run_id=run_id, ids=ids, operation=operation)
         unclear = answer
         return await self._read_back_review(
-            run_id=run_id, ids=ids, state=state, operation=operation, unclear=unclear
+            run_id=run_id, ids=ids, state=state, operation=operation, unclear=unclear, before=before
         )
 
     # -- re-running a job ----------------------------------------------------------------------
@@ -226,21 +249,37 @@ class WorkflowRuns:
             "re-run it (a request it took late)."
         )
 
+    async def _unprocessable(self, *, run_id: int, ids: Sequence[int], operation: str) -> bool:
+        """GitHub answered 422: nothing of it waits there any more (False), or else it was not
+        applied though it still waits for the bot ("Validation failed", or "the endpoint has
+        been spammed"): a GitHubError, asked again at the next look."""
+        if not {item.environment.id for item in await self._waiting(run_id)} & set(ids):
+            return False
+        text = (
+            f"GitHub answered 422 (Validation failed) when asked to {operation}, while it still "
+            "waits there: nothing was changed. The bot asks again at its next poll."
+        )
+        _log.warning("GitHub: run %s: %s", run_id, text)
+        raise GitHubError(text)
+
     async def _read_back_review(
-        self, *, run_id: int, ids: Sequence[int], state: ReviewState, operation: str, unclear: str
+        self,
+        *,
+        run_id: int,
+        ids: Sequence[int],
+        state: ReviewState,
+        operation: str,
+        unclear: str,
+        before: int,
     ) -> bool:
         """After an unclear answer to a review, what GitHub holds now tells whether it was
-        applied: True when the run's review history has our review of those environments,
-        False when someone else's review took them, GitHubError when they still wait."""
-        path = self._github.runs_path(run_id)
+        applied: True when the run's review history has one more review of ours of those
+        environments than `before` (read before it was sent), False when someone else's
+        review took them, GitHubError when they still wait."""
 
         def read() -> tuple[set[int], list[Review]]:
             waiting = {item.environment.id for item in self._pending_deployments(run_id)}
-            try:
-                history = REVIEWS.validate_python(self._github.get_json(f"{path}/approvals") or [])
-            except UnknownObjectException:
-                history = []  # a GitHub Enterprise Server without the review history API
-            return waiting, history
+            return waiting, self._history(run_id)
 
         try:
             actor = await self._github.actor_login()
@@ -256,12 +295,7 @@ class WorkflowRuns:
             text = f"{unclear} when asked to {operation}; it was not applied: try again."
             _log.warning("GitHub: run %s: %s", run_id, text)
             raise GitHubError(text)
-        ours = any(
-            entry.state == state
-            and entry.reviewer.casefold() == actor.casefold()
-            and {environment.id for environment in entry.environments} & set(ids)
-            for entry in history
-        )
+        ours = _ours(history, actor, state, ids) > before
         _log.warning(
             "GitHub: run %s: %s when asked to %s; read back: %s",
             run_id,
@@ -270,6 +304,16 @@ class WorkflowRuns:
             "it was applied" if ours else "someone else's review came first",
         )
         return ours
+
+
+def _ours(history: Sequence[Review], actor: str, state: ReviewState, ids: Sequence[int]) -> int:
+    """How many reviews in the run's `history` are `actor`'s, `state`, of any of `ids`."""
+    return sum(
+        entry.state == state
+        and entry.reviewer.casefold() == actor.casefold()
+        and bool({environment.id for environment in entry.environments} & set(ids))
+        for entry in history
+    )
 
 
 def _not_read_back(run_id: int, unclear: str, done: str, error: GitHubError) -> str:

@@ -20,6 +20,7 @@ from bot.domain.rollout.events import (
     PromotedOnGitHub,
     RerunNotFollowed,
     RerunUnconfirmed,
+    ReviewUnanswered,
     RunReadable,
     RunUnreadable,
     WaitsOutsidePlan,
@@ -205,25 +206,38 @@ def approval_refused_text(event: ApprovalRefused) -> str:
     """GitHub refused the approval the thread was told of ("Approved … deploying"), or the
     rejection ("Rejected …") of a stopping track: what GitHub said, that nothing deploys there
     yet (or that the stop waits on it), what the bot does and what a person can do."""
-    run = f"<{event.run_url}|the run>" if event.run_url else "the run"
-    if event.rejected:
-        review, verb = "rejection", "reject"
-        held = (
-            "GitHub still holds it there, so the track's failure job (its rollback or "
-            "kill-switch) cannot start until GitHub takes a rejection"
-        )
-    else:
-        review, verb, held = (
-            "approval",
-            "approve",
-            "It does not deploy until GitHub takes an approval",
-        )
+    review, verb, held, run = _held(event.rejected, event.run_url)
     return (
         f":warning: GitHub refused the bot's {review} of *{escape(event.what)}* "
         f"({escape(event.track)}): {escape(event.cause)} {held}: the bot asks again at each "
         "look at the run (and says no more of it here). Fix what GitHub answered, or have one "
         f"of the environment's required reviewers {verb} it on the run's page ({run})."
     )
+
+
+def review_unanswered_text(event: ReviewUnanswered) -> str:
+    """GitHub has failed, without refusing it, the approval (rejection) the thread was told
+    of, for a while: since when, its last answer, what that holds up, what a person can do."""
+    review, verb, held, run = _held(event.rejected, event.run_url)
+    return (
+        f":warning: GitHub has not taken the bot's {review} of *{escape(event.what)}* "
+        f"({escape(event.track)}) since {slack_time(event.since)}: it fails it each time "
+        f"(last: {escape(event.cause)}). {held}: the bot asks again at each look at the run "
+        "(and says no more of it here). Check https://www.githubstatus.com, or have one of the "
+        f"environment's required reviewers {verb} it on the run's page ({run})."
+    )
+
+
+def _held(rejected: bool, run_url: str | None) -> tuple[str, str, str, str]:
+    """The review's name, its verb, what GitHub's holding it holds up, and the run's link."""
+    run = f"<{run_url}|the run>" if run_url else "the run"
+    if rejected:
+        held = (
+            "GitHub still holds it there, so the track's failure job (its rollback or "
+            "kill-switch) cannot start until GitHub takes a rejection"
+        )
+        return "rejection", "reject", held, run
+    return "approval", "approve", "It does not deploy until GitHub takes an approval", run
 
 
 def run_unreadable_text(event: RunUnreadable) -> str:

@@ -15,6 +15,7 @@ from bot.adapters.slack.github_words import (
     promoted_on_github_text,
     rerun_not_followed_text,
     rerun_unconfirmed_text,
+    review_unanswered_text,
     run_readable_text,
     run_unreadable_text,
     waits_outside_plan_text,
@@ -99,6 +100,8 @@ def render(event: told.Event) -> str:
             return f"Approved *{event.stage}* ({event.track}): deploying."
         case told.ApprovalRefused():
             return approval_refused_text(event)
+        case told.ReviewUnanswered():
+            return review_unanswered_text(event)
         case told.StageJobFailed():
             links = ", ".join(f"<{url}|{name}>" for name, url in event.logs)
             what = "was skipped" if event.outcome is None else f"ended `{event.outcome}`"

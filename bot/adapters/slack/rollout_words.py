@@ -76,12 +76,13 @@ def stage_name(spec: PlanStage) -> str:
 def stage_words(
     stage: Stage, spec: PlanStage, plan_track: PlanTrack, refused: Collection[str] = ()
 ) -> str:
-    """`refused`: the environments whose approval (rejection) GitHub refused the bot
-    (`Rollout.refused_approvals`): a stage saved as deploying (rejected) there is not."""
+    """`refused`: the environments whose approval (rejection) GitHub refused the bot, or
+    failed for a while (`Rollout.refused_approvals`): a stage saved as deploying (rejected)
+    there is not."""
     state = stage.state
     if _refused(stage, spec, refused):
         review = "rejection" if state is StageState.REJECTED else "approval"
-        return f"held by GitHub: it refused the bot's {review} (see the thread)"
+        return f"held by GitHub: it has not taken the bot's {review} (see the thread)"
     if state is StageState.PENDING:
         window = spec.window
         return f"pending, window {format_duration(window)}" if window else "pending"
@@ -146,7 +147,9 @@ def track_standing(track: Track, plan_track: PlanTrack, refused: Collection[str]
         stays = f", stays on {reached}" if reached and track.ending is TrackState.HALTED else ""
         words = state_words(track) + stays
         if held := _held_by_github(track, plan_track, refused):
-            words = f"not {state_words(track)} yet{stays}: GitHub refused {held} (see the thread)"
+            words = (
+                f"not {state_words(track)} yet{stays}: GitHub has not taken {held} (see the thread)"
+            )
             reason = track.ended_reason
             return f"{words}; {reason_text(reason)}" if reason else words
     elif state is TrackState.COMPLETED:

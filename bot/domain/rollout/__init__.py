@@ -90,7 +90,7 @@ from bot.domain.rollout.gating import (
 )
 from bot.domain.rollout.left import Left, TrackLeft, tracks_left
 from bot.domain.rollout.reconcile import DISPATCH_SEARCH, reconcile
-from bot.domain.rollout.refused import approval_refused
+from bot.domain.rollout.refused import approval_refused, review_failed
 from bot.domain.rollout.rerun import (
     rerun_failure_job,
     rerun_refusal,
@@ -205,6 +205,7 @@ __all__ = [
     "rerun_refusal",
     "rerun_told",
     "rerun_unconfirmed",
+    "review_failed",
     "schedule_from_json",
     "schedule_to_json",
     "stages_held_by_freezes",

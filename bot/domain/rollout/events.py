@@ -24,6 +24,7 @@ from bot.domain.rollout.run_events import (
     RejectedOnGitHub,
     RerunNotFollowed,
     RerunUnconfirmed,
+    ReviewUnanswered,
     RolloutCancelled,
     RolloutEnded,
     RunDispatched,
@@ -84,6 +85,7 @@ __all__ = [
     "RejectedOnGitHub",
     "RerunNotFollowed",
     "RerunUnconfirmed",
+    "ReviewUnanswered",
     "RolloutCancelled",
     "RolloutEnded",
     "RunDispatched",
@@ -150,4 +152,5 @@ Event = (
     | RunUnreadable
     | RunReadable
     | ApprovalRefused
+    | ReviewUnanswered
 )

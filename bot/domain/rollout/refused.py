@@ -3,15 +3,18 @@ job): the stage was saved as deploying, and the thread told "Approved", before G
 asked. A definite refusal is told once, and the rollout remembers it while the job still
 waits, so that the card does not say the stage deploys; the bot asks again at each look.
 The same for a stopping track's rejection of its next stage (a failed gate, a stop): saved as
-rejected, told "Rejected", while GitHub still holds it and the failure job cannot start."""
+rejected, told "Rejected", while GitHub still holds it and the failure job cannot start.
+A review GitHub keeps failing without refusing it (a 5xx, no answer) is told once it has not
+been taken for a while (`review_failed`), remembered the same way."""
 
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime, timedelta
 
 from bot.domain.plan import RolloutPlan
 from bot.domain.rollout.effects import Announce, Decision, Review
-from bot.domain.rollout.events import ApprovalRefused
+from bot.domain.rollout.events import ApprovalRefused, ReviewUnanswered
 from bot.domain.rollout.state import Rollout
 from bot.domain.run import JobStatus, RunSnapshot
 
@@ -20,17 +23,68 @@ def approval_refused(rollout: Rollout, plan: RolloutPlan, review: Review, cause:
     """GitHub refused the bot's approval or rejection `review`, answering `cause`: the thread
     is told once per environment while its job waits (nothing else changes)."""
     wanted = review.environment.casefold()
-    if any(name.casefold() == wanted for name in rollout.refused_approvals):
+    told_before = _told(rollout, wanted)
+    # Told it was not answered (`review_failed`): the refusal is news, someone must act.
+    if told_before and _unreviewed(rollout, wanted) is None:
         return Decision(rollout)
+    rejected = not review.approve
+    told = ApprovalRefused(*_about(plan, review), cause, rollout.run_url, rejected=rejected)
+    kept = rollout.refused_approvals
+    refused = kept if told_before else (*kept, review.environment)
+    answered = replace(_without(rollout, wanted), refused_approvals=refused)
+    return Decision(answered, (Announce(told, failure=True),))
+
+
+def review_failed(
+    rollout: Rollout,
+    plan: RolloutPlan,
+    review: Review,
+    cause: str,
+    *,
+    now: datetime,
+    after: timedelta,
+) -> Decision:
+    """GitHub failed the bot's review `review` at `now` without refusing it (`cause`: its
+    answer in words): the first such failure is remembered; once GitHub has not taken the
+    review for `after`, the thread is told once (nothing else changes)."""
+    wanted = review.environment.casefold()
+    if _told(rollout, wanted):  # told already: refused, or not answered
+        return Decision(rollout)
+    since = _unreviewed(rollout, wanted)
+    if since is None:
+        unreviewed = (*rollout.unreviewed_since, (review.environment, now))
+        return Decision(replace(rollout, unreviewed_since=unreviewed))
+    if now - since < after:
+        return Decision(rollout)
+    rejected = not review.approve
+    told = ReviewUnanswered(*_about(plan, review), cause, since, rollout.run_url, rejected)
+    refused = (*rollout.refused_approvals, review.environment)
+    return Decision(replace(rollout, refused_approvals=refused), (Announce(told, failure=True),))
+
+
+def _about(plan: RolloutPlan, review: Review) -> tuple[str, str]:
+    """The track's label, and the stage's (or the failure job) that `review` reviews."""
+    wanted = review.environment.casefold()
     plan_track = plan.track(review.track)
     what = next(
         (s.label for s in plan_track.stages if s.environment.casefold() == wanted),
         plan_track.on_failure.job,
     )
-    rejected = not review.approve
-    told = ApprovalRefused(plan_track.label, what, cause, rollout.run_url, rejected=rejected)
-    refused = (*rollout.refused_approvals, review.environment)
-    return Decision(replace(rollout, refused_approvals=refused), (Announce(told, failure=True),))
+    return plan_track.label, what
+
+
+def _told(rollout: Rollout, wanted: str) -> bool:
+    return any(name.casefold() == wanted for name in rollout.refused_approvals)
+
+
+def _unreviewed(rollout: Rollout, wanted: str) -> datetime | None:
+    return next((at for name, at in rollout.unreviewed_since if name.casefold() == wanted), None)
+
+
+def _without(rollout: Rollout, wanted: str) -> Rollout:
+    """The rollout without a failed review of the environment `wanted` (casefolded) kept."""
+    kept = tuple(entry for entry in rollout.unreviewed_since if entry[0].casefold() != wanted)
+    return rollout if kept == rollout.unreviewed_since else replace(rollout, unreviewed_since=kept)
 
 
 def rejecting(rollout: Rollout, environment: str) -> Rollout:
@@ -39,25 +93,27 @@ def rejecting(rollout: Rollout, environment: str) -> Rollout:
     GitHub refuses it too, is told (the kill-switch or rollback job cannot start)."""
     wanted = environment.casefold()
     kept = tuple(name for name in rollout.refused_approvals if name.casefold() != wanted)
+    rollout = _without(rollout, wanted)
     return (
         rollout if kept == rollout.refused_approvals else replace(rollout, refused_approvals=kept)
     )
 
 
 def still_refused(rollout: Rollout, plan: RolloutPlan, snapshot: RunSnapshot) -> Rollout:
-    """The rollout without the refused reviews whose job no longer waits (GitHub took a
-    review, a person's or the bot's asked again, or the job was cancelled or skipped)."""
-    kept = tuple(
-        environment
-        for environment in rollout.refused_approvals
-        if any(
+    """The rollout without the refused (or failed) reviews whose job no longer waits (GitHub
+    took a review, a person's or the bot's asked again, or the job was cancelled or skipped)."""
+
+    def waits(environment: str) -> bool:
+        return any(
             (job := snapshot.job(name)) is not None and job.status is JobStatus.WAITING
             for name in _jobs_at(plan, environment)
         )
-    )
-    return (
-        rollout if kept == rollout.refused_approvals else replace(rollout, refused_approvals=kept)
-    )
+
+    kept = tuple(environment for environment in rollout.refused_approvals if waits(environment))
+    failed = tuple(entry for entry in rollout.unreviewed_since if waits(entry[0]))
+    if kept == rollout.refused_approvals and failed == rollout.unreviewed_since:
+        return rollout
+    return replace(rollout, refused_approvals=kept, unreviewed_since=failed)
 
 
 def _jobs_at(plan: RolloutPlan, environment: str) -> list[str]:

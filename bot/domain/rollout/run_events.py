@@ -315,6 +315,21 @@ class ApprovalRefused:
 
 
 @dataclass(frozen=True)
+class ReviewUnanswered:
+    """GitHub has not taken the bot's approval (`rejected`: rejection) of `what` on `track`
+    since `since`, failing it each time without refusing it (a 5xx, no answer: `cause`, its
+    last answer in words), for GITHUB_UNREADABLE_SECONDS: told once, as `ApprovalRefused` is
+    (`Rollout.refused_approvals`). The bot asks again at each look."""
+
+    track: str
+    what: str
+    cause: str
+    since: datetime
+    run_url: str | None
+    rejected: bool = False
+
+
+@dataclass(frozen=True)
 class RunUnreadable:
     """GitHub has not let the bot read the followed run since `since`; `cause` is its last
     answer in words (never a credential). The bot keeps trying; it cannot approve or reject

@@ -293,7 +293,12 @@ class Rollout:
     """The environments (as the plan spells them) whose approval (or, on a stopping track,
     rejection) by the bot GitHub refused while their job still waits there, each told to the
     thread once (`ApprovalRefused`): the card does not say such a stage deploys, or is
-    rejected. Let go once the job no longer waits."""
+    rejected. Let go once the job no longer waits. Also those GitHub failed without refusing
+    for a while (`unreviewed_since`), told as such once (`ReviewUnanswered`)."""
+    unreviewed_since: tuple[tuple[str, datetime], ...] = ()
+    """The environments whose review by the bot (as `refused_approvals`) GitHub has failed
+    without refusing it (a 5xx, no answer) since when, while their job waits and GitHub has
+    not answered it since: told once that long (`GITHUB_UNREADABLE_SECONDS`)."""
     attempt: int | None = None
     """The attempt of the run the rollout follows (GitHub's `run_attempt`), set as it attaches
     to the run; None before, and in rollouts stored before it was kept (learnt at their next
