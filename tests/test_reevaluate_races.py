@@ -200,3 +200,34 @@ async def test_a_reevaluate_of_an_observed_stage_writes_no_backstop_to_end_its_w
         await box.pass_time(REEVALUATE_BACKSTOP + timedelta(minutes=1))
         still = await box.rollout()
         assert stage_state(still, "relay", "canary") is StageState.OBSERVING
+
+
+@pytest.mark.database_matters
+async def test_a_reevaluate_of_a_stage_left_evaluating_mid_window_writes_no_backstop_to_end_it(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The observed relay canary's figures turn bad; Re-evaluate is clicked and the database
+    blinks on its verdict's save (the roll back): the canary is left evaluating ten minutes
+    into its hour, its window's own timer kept. Re-evaluate is clicked again, and blinks the
+    same way. The figures recover: the gate runs at the window's end, as the card says. Before,
+    the second click wrote a backstop, which ran the gate five minutes later and held the canary
+    on a PASS of a few minutes' figures (a `promote: auto` stage would have been promoted)."""
+    async with turning_bad(tmp_path, database_url, reach=observing) as box:
+        blinked: list[Rollout] = []
+
+        async def blink_on_each_verdict(_: Save, rollout: Rollout) -> None:
+            if len(blinked) < 2 and verdict_saved(rollout):
+                blinked.append(rollout)
+                raise blink()
+
+        before_saves(box, monkeypatch, blink_on_each_verdict)
+        for _ in range(2):
+            told = await reevaluate(box)
+            assert told is not None and INTERRUPTED in told, told
+        assert len(blinked) == 2, blinked
+        every_gate_passes(box)
+        await box.pass_time(REEVALUATE_BACKSTOP + timedelta(minutes=1))
+        still = await box.rollout()
+        assert stage_state(still, "relay", "canary") is StageState.EVALUATING
+        await box.pass_time(timedelta(hours=1))
+        await box.wait_until(lambda r: stage_state(r, "relay", "canary") is StageState.HOLDING)

@@ -156,7 +156,13 @@ async def test_the_answers_of_a_service_named_default_name_it_beside_another(
 
 @pytest.mark.parametrize(
     ("text", "channel"),
-    [("promote", RELEASE_CHANNEL), ("start v1.4.2", OTHER_CHANNEL), ("status", RELEASE_CHANNEL)],
+    [
+        ("promote", RELEASE_CHANNEL),
+        ("start v1.4.2", OTHER_CHANNEL),
+        ("status", RELEASE_CHANNEL),
+        ("kill billing-apl checkout errors", SEARCH_CHANNEL),
+        ("kill relay calls time out", SEARCH_CHANNEL),
+    ],
 )
 async def test_a_command_of_a_bot_of_several_services_is_audited(
     box: Sandbox, text: str, channel: str

@@ -106,3 +106,17 @@ async def test_a_history_names_the_service_whose_rollouts_it_lists(box: Sandbox)
     assert "No rollouts of billing-api yet." in answer, answer
     answer = await box.command("history relay v1.4.2")
     assert "Timeline of v1.4.2 of relay" in answer, answer
+
+
+async def test_a_tag_close_to_the_channels_service_is_refused_saying_how_to_give_it(
+    box: Sandbox,
+) -> None:
+    """In search's channel, `/rollout start search-v2` (a tag) was refused as a typo of
+    `search`, and the answer said no way to start that tag: the person was left retyping it.
+    The refusal says to name the service first, and that form is search's, with the tag."""
+    for subcommand in ("start", "history"):
+        answer = await box.command(f"{subcommand} search-v2", channel=SEARCH_CHANNEL)
+        assert "`search-v2` is not a service of this bot" in answer, answer
+        assert f"`/rollout {subcommand} search search-v2 ...`" in answer, answer
+    answer = await box.command("history search search-v2", channel=SEARCH_CHANNEL)
+    assert "not a service" not in answer and "search-v2" in answer, answer

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from bot.domain import rollout as machine
 from bot.domain.errors import ConcurrentChange
-from bot.domain.plan import RolloutPlan
+from bot.domain.plan import RolloutPlan, settle_of
 from bot.domain.rollout import Rollout, Stage, StageState
 from bot.services.effects import EffectRunner
 
@@ -25,16 +25,19 @@ seconds, as a rule) leaves it nothing to do."""
 
 
 async def write_backstop(
-    effects: EffectRunner, rollout: Rollout, *, track: str, stage: Stage
+    effects: EffectRunner, rollout: Rollout, plan: RolloutPlan, *, track: str, stage: Stage
 ) -> datetime | None:
     """Write the backstop of a Re-evaluate about to save `stage` evaluating; returns when it
-    fires. None: the stage needs none, or no window timer could decide it. An observed stage
-    keeps its window's own timer, which ends the window when the card says: a backstop would
-    end it early should the stage never be saved evaluating."""
+    fires. None: the stage needs none, or no window timer could decide it. A stage whose
+    window has not ended (observed, or left evaluating by a failing verdict whose save was
+    lost) keeps its window's own timer, which ends the window when the card says: a backstop
+    would end it early, and a PASS of its first minutes would hold or promote it."""
     ends = stage.window_ends_at
     if stage.state is StageState.OBSERVING or ends is None:
         return None
     now = effects.clock()
+    if now < ends + settle_of(plan.track(track).metrics):  # its own timer is still to fire
+        return None
     due = now + REEVALUATE_BACKSTOP
     key = machine.backstop_timer_key(rollout.id, track, stage.key, ends, asked_at=now)
     await effects.window_timer(rollout, key=key, track=track, stage=stage.key, ends=ends, due=due)

@@ -44,6 +44,9 @@ _FREE_TEXT = frozenset({Subcommand.KILL, Subcommand.LOCK, Subcommand.UNLOCK})
 """Subcommands whose text is a reason (not a freeze's: its first word is its end), whose first
 word may name another service or be a typo of one: which service it acts on is asked, never
 guessed (`ServiceDirectory.for_command`)."""
+_TAGGED = frozenset({Subcommand.START, Subcommand.HISTORY})
+"""Subcommands whose first word is a tag, which may look like a service's name (`search-v2`):
+a refusal of it as a typo says how to give it to the channel's service."""
 
 
 class RolloutLookup(Protocol):
@@ -260,15 +263,16 @@ class ServiceDirectory:
             return
         typed, meant = shown(misspelt[0]), misspelt[1]
         ours = here[0].service.name if here else None
-        as_reason = (
-            f" To give `{ours}` this reason, name it first: "
+        what = "this reason" if subcommand in _FREE_TEXT else f"the tag `{typed}`"
+        as_given = (
+            f" To give `{ours}` {what}, name it first: "
             f"`/rollout {subcommand.value} {ours} {typed} ...`."
-            if subcommand in _FREE_TEXT and ours is not None
+            if subcommand in _FREE_TEXT | _TAGGED and ours is not None
             else ""
         )
         raise InvalidCommand(
             f"`{typed}` is not a service of this bot: did you mean `{meant}`? The services: "
-            f"{_names(self.each)}. Nothing was changed.{as_reason}"
+            f"{_names(self.each)}. Nothing was changed.{as_given}"
         )
 
     def _elsewhere(

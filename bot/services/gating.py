@@ -230,7 +230,7 @@ class Gate:
             held = await self._freeze_holding(
                 rollout, plan, track=track, stage=stage.key, verdict=verdict
             )
-            backstop = await write_backstop(effects, rollout, track=track, stage=stage)
+            backstop = await write_backstop(effects, rollout, plan, track=track, stage=stage)
             evaluating = await effects.apply(rollout, ready, plan)
             put_back()  # readied for the verdict, not judged: the click's effect is not done yet
             asked, latest = evaluating.track(track).stage(stage.key), [evaluating]
