@@ -255,9 +255,11 @@ class WorkflowRuns:
         been spammed"): a GitHubError, asked again at the next look."""
         if not {item.environment.id for item in await self._waiting(run_id)} & set(ids):
             return False
+        # Not "the bot asks again": a person's Promote that GitHub did not take is not saved,
+        # and nothing asks again for them (the bot's own reviews are asked again at each look).
         text = (
             f"GitHub answered 422 (Validation failed) when asked to {operation}, while it still "
-            "waits there: nothing was changed. The bot asks again at its next poll."
+            "waits there: it was not applied: try again."
         )
         _log.warning("GitHub: run %s: %s", run_id, text)
         raise GitHubError(text)
