@@ -3,8 +3,11 @@
 `GET /api/0/organizations/{org}/sessions/` with Bearer token auth, `field` (`sum(session)`,
 `count_unique(user)`, `crash_rate(session)`, `crash_rate(user)`), `project`, `environment`,
 `query` (`release:"x"`, `!release:"x"`), `start`/`end` (the end inclusive) or `statsPeriod`, and
-`interval` (whole hours, at least one, dividing a day; the range is rounded out to it, as Sentry
-does).
+`interval`, read as Sentry's `get_constrained_date_range` does for its two backends (`backend`):
+a metrics-backed Sentry (sentry.io, the default) takes 10s and up, dividing a day, and aligns the
+range to the interval; a sessions-backed one (self-hosted) reads 10s as a minute, refuses less
+than an hour without minute resolution (`minute_resolution`) and ranges over 6 h at minute
+resolution, and rounds the range out to whole hours whatever the interval. At most 1000 points.
 Sessions are recorded with `add_sessions`; every request is kept in `requests`. Faults:
 `totals_patch`, `rate_limited` (a 429 as Sentry's rate limiter answers).
 """
@@ -23,8 +26,10 @@ from multidict import MultiDictProxy
 
 from sandbox.loopback import LoopbackServer
 
+_MAX_POINTS = 1000
 _FIELDS = ("sum(session)", "count_unique(user)", "crash_rate(session)", "crash_rate(user)")
-_PERIOD = re.compile(r"([0-9]+)([mhd])")
+_PERIOD = re.compile(r"([0-9]+)([smhd])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 _TERM = re.compile(r'(!?)release:(?:"((?:[^"\\]|\\.)*)"|(\S+))')
 
 
@@ -63,6 +68,12 @@ class SentryTestServer(LoopbackServer):
     rate_limited: list[float] = field(default_factory=list)
     """Faults for tests: the next requests, one each, are refused by the rate limiter (HTTP
     429), its window starting again that many seconds later."""
+    backend: str = "metrics"
+    """`metrics` (sentry.io: the range aligned to the interval) or `sessions` (a self-hosted
+    Sentry on the sessions dataset: the range rounded out to whole hours)."""
+    minute_resolution: bool = True
+    """A `sessions` backend's minute-resolution feature: without it, intervals under an hour
+    are refused."""
 
     def environment(self) -> dict[str, str]:
         """The settings that point a bot at this server (`SENTRY_URL`, `SENTRY_ORG`, ...)."""
@@ -155,8 +166,19 @@ class SentryTestServer(LoopbackServer):
         unknown = [name for name in fields if name not in _FIELDS]
         if unknown:
             raise ValueError(f'Invalid field: "{unknown[0]}"')
-        interval = _interval(query.get("interval", "1h"))
-        start, end = _range(query, interval)
+        interval = self._interval(query.get("interval", "1h"))
+        start, end = _range(query, self._rounding(interval))
+        if (end - start) / interval > _MAX_POINTS:
+            raise ValueError(
+                "Your interval and date range would create too many results. "
+                "Use a larger interval, or a smaller date range."
+            )
+        minutes = self.backend == "sessions" and interval % timedelta(hours=1)
+        if minutes and end - start > timedelta(hours=6):
+            raise ValueError(
+                "The time-range when using one-minute resolution intervals is restricted "
+                "to 6 hours."
+            )
         environments = set(query.getall("environment", []))
         matches = _matcher(query.get("query", ""))
         chosen = [
@@ -188,6 +210,35 @@ class SentryTestServer(LoopbackServer):
             "query": query.get("query", ""),
         }
 
+    def _interval(self, text: str) -> timedelta:
+        match = _PERIOD.fullmatch(text)
+        if match is None:
+            raise ValueError(f"Invalid interval: {text}")
+        interval = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+        smallest = timedelta(seconds=10)
+        if self.backend == "sessions":
+            # The sessions dataset has no bucket under a minute: it reads 10s as 1m.
+            interval = max(interval, timedelta(minutes=1))
+            smallest = timedelta(minutes=1 if self.minute_resolution else 60)
+        if interval < smallest or interval % smallest:
+            unit = {10: "ten seconds", 60: "one minute"}.get(int(smallest.total_seconds()))
+            raise ValueError(
+                "The interval has to be a multiple of the minimum interval of "
+                f"{unit or 'one hour'}."
+            )
+        if interval > timedelta(days=1):
+            raise ValueError("The interval has to be less than one day.")
+        if timedelta(days=1) % interval:
+            raise ValueError("The interval should divide one day without a remainder.")
+        return interval
+
+    def _rounding(self, interval: timedelta) -> timedelta:
+        """The unit the range is rounded out to: the interval, or whole hours on the sessions
+        dataset (its totals come from hourly storage)."""
+        if self.backend == "metrics":
+            return interval
+        return timedelta(hours=-(-interval // timedelta(hours=1)))
+
 
 def _value(name: str, batches: list[SessionBatch]) -> float | int | None:
     sessions = sum(b.count for b in batches)
@@ -201,37 +252,23 @@ def _value(name: str, batches: list[SessionBatch]) -> float | int | None:
     return sum(b.crashed_users for b in batches) / users if users else None
 
 
-def _interval(text: str) -> timedelta:
-    match = _PERIOD.fullmatch(text)
-    if match is None:
-        raise ValueError(f"Invalid interval: {text}")
-    amount, unit = int(match.group(1)), match.group(2)
-    interval = timedelta(**{{"m": "minutes", "h": "hours", "d": "days"}[unit]: amount})
-    if interval < timedelta(hours=1) or interval > timedelta(days=1):
-        raise ValueError("The interval has to be between one hour and one day")
-    if timedelta(days=1) % interval:
-        raise ValueError("The interval has to cleanly divide one day")
-    return interval
-
-
-def _range(query: MultiDictProxy[str], interval: timedelta) -> tuple[datetime, datetime]:
+def _range(query: MultiDictProxy[str], rounding: timedelta) -> tuple[datetime, datetime]:
     if "start" in query and "end" in query:
         start, end = _parse(query["start"]), _parse(query["end"])
     else:
         match = _PERIOD.fullmatch(query.get("statsPeriod", "24h"))
         if match is None:
             raise ValueError("Invalid statsPeriod")
-        amount, unit = int(match.group(1)), match.group(2)
         end = datetime.now(UTC)
-        start = end - timedelta(**{{"m": "minutes", "h": "hours", "d": "days"}[unit]: amount})
+        start = end - timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
     if end <= start:
         raise ValueError("start must be before end")
     if "end" in query:
         # Sentry takes an explicit `end` as inclusive: it adds a second before rounding, so an
         # end on an interval's boundary brings in the whole interval after it.
         end += timedelta(seconds=1)
-    # Sentry rounds the range out to whole intervals.
-    step = interval.total_seconds()
+    # Sentry rounds the range out to whole intervals (whole hours on the sessions dataset).
+    step = rounding.total_seconds()
     first = datetime.fromtimestamp(start.timestamp() // step * step, UTC)
     last = datetime.fromtimestamp(-(-end.timestamp() // step) * step, UTC)
     return first, last

@@ -30,7 +30,7 @@ from bot.domain.gate import GateReason, Verdict, evaluate_desktop
 from bot.domain.metrics import QueryWindow, Reading, judge
 from bot.domain.plan import PrometheusMetrics, Track
 from bot.plan_file import load_plan, parse_plan
-from bot.services.findings import metrics_finding
+from bot.services.findings import metrics_queries_finding
 from sandbox.clock import ManualClock
 from sandbox.loopback import LoopbackServer
 
@@ -366,10 +366,10 @@ def test_a_baseline_answering_no_data_is_expected_without_other_releases() -> No
     untrue of a baseline, whose no data is expected while no other release has traffic."""
     metrics = "metrics of the relay track (prometheus)"
     baseline = ["crash_rate baseline: no data: the query matched no series"]
-    finding = metrics_finding(metrics, ([], baseline))
+    finding = metrics_queries_finding(metrics, ([], baseline))
     assert finding.warning
     assert "for a baseline while no other release has traffic (the tag at 100%" in finding.fix
-    value = metrics_finding(
+    value = metrics_queries_finding(
         metrics, ([], ["crash_rate value: no data: the query matched no series"])
     )
     assert value.fix.endswith("No data is expected only while the release has no traffic yet")

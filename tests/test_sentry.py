@@ -320,6 +320,8 @@ async def test_an_unconfigured_sentry_is_inconclusive() -> None:
 
 
 async def test_the_server_keeps_sentrys_interval_rules(sentry: SentryTestServer) -> None:
+    """As a self-hosted Sentry without minute resolution (sentry.io takes 10s and up)."""
+    sentry.backend, sentry.minute_resolution = "sessions", False
     at = datetime(2025, 6, 2, 9, 40, tzinfo=UTC)
     sentry.add_sessions(release=RELEASE, environment="internal", count=10, crashed=1, at=at)
     url = f"{sentry.url}/api/0/organizations/scriptum/sessions/"
@@ -428,3 +430,69 @@ async def test_a_window_ending_on_the_hour_does_not_count_the_hour_after_it(
     reading = await SentrySource(config(), access=access(sentry)).measure(hour)
     assert (reading.figures.crash_rate, reading.figures.sample) == (Decimal("0.5"), 10)
     assert gate(reading).verdict is Verdict.KILL_SWITCH
+
+
+def half_hour_crashing(sentry: SentryTestServer) -> QueryWindow:
+    """A window 10:00-10:30 whose 10 sessions crash in 5, and 5,000 healthy sessions started
+    in the rest of its hour, after it (its gate settled, or read late)."""
+    start = datetime(2025, 6, 2, 10, 0, tzinfo=UTC)
+    at = start + timedelta(minutes=10)
+    sentry.add_sessions(release=RELEASE, environment="internal", count=10, crashed=5, at=at)
+    after = start + timedelta(minutes=45)
+    sentry.add_sessions(release=RELEASE, environment="internal", count=5000, crashed=0, at=after)
+    end = start + timedelta(minutes=30)
+    return replace(window(), start=start, end=end, rollout_start=start)
+
+
+@pytest.mark.parametrize(("backend", "interval"), [("metrics", "10s"), ("sessions", "10s")])
+async def test_a_window_counts_no_sessions_started_after_it_in_its_last_hour(
+    sentry: SentryTestServer, backend: str, interval: str
+) -> None:
+    """The bot asked Sentry for hourly buckets, and Sentry rounds the range out to them: a
+    30-minute window read its whole hour, the sessions started after it (with little time to
+    crash) diluted 5 crashes in 10 sessions to 0.1%, under the 0.2% limit: a PASS. Now it asks
+    for the finest buckets and counts those of the window (a self-hosted Sentry with minute
+    resolution still answers the whole hour, by the minute)."""
+    sentry.backend = backend
+    reading = await SentrySource(config(), access=access(sentry)).measure(
+        half_hour_crashing(sentry)
+    )
+    assert (reading.figures.crash_rate, reading.figures.sample) == (Decimal("0.5"), 10)
+    assert gate(reading).verdict is Verdict.KILL_SWITCH
+    assert {r.params["interval"][0] for r in sentry.requests} == {interval}
+
+
+@pytest.mark.parametrize(
+    ("minute_resolution", "crash_rate"),
+    [(False, "crash_rate(session)"), (True, "crash_rate(user)")],
+)
+async def test_a_window_sentry_reads_only_in_whole_hours_is_not_judged(
+    sentry: SentryTestServer, minute_resolution: bool, crash_rate: str
+) -> None:
+    """A self-hosted Sentry without minute resolution refuses buckets under an hour and counts
+    the window's whole hour; users (counted once over a range) cannot be added up by the
+    minute: the diluted figure is not judged, and the card says what Sentry read."""
+    sentry.backend, sentry.minute_resolution = "sessions", minute_resolution
+    reading = await SentrySource(config(crash_rate=crash_rate), access=access(sentry)).measure(
+        half_hour_crashing(sentry)
+    )
+    (metric,) = reading.metrics
+    assert metric.problem is not None
+    assert "Sentry read 10:00:00 to 11:00:00 UTC for the window 10:00:00 to 10:30:00" in (
+        metric.problem
+    )
+    assert gate(reading).verdict is Verdict.INCONCLUSIVE
+    assert metric.series  # the chart of the rollout still has Sentry's hours
+
+
+async def test_a_window_on_the_hour_is_read_whole_without_minute_resolution(
+    sentry: SentryTestServer,
+) -> None:
+    sentry.backend, sentry.minute_resolution = "sessions", False
+    start = datetime(2025, 6, 2, 10, 0, tzinfo=UTC)
+    sentry.add_sessions(release=RELEASE, environment="internal", count=10, crashed=5, at=start)
+    hour = replace(window(), start=start, end=start + timedelta(hours=1), rollout_start=start)
+    reading = await SentrySource(config(), access=access(sentry)).measure(hour)
+    assert gate(reading).verdict is Verdict.KILL_SWITCH
+    # Refused 10s, asked again by the hour.
+    assert sorted(r.params["interval"][0] for r in sentry.requests) == ["10s", "10s", "1h", "1h"]

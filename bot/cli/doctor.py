@@ -81,7 +81,7 @@ def main(args: list[str]) -> int:
     database = database_finding(settings.database_url)
     findings = [database, *database_clock_finding(settings.database_url, reachable=database.ok)]
     findings += dead_timer_findings(settings, reachable=database.ok)
-    findings.append(metrics_finding(settings))
+    findings.append(metrics_endpoint_finding(settings))
     findings += [found for found in (clock_finding(settings), problem) if found]
     for finding in findings:
         sys.stdout.write(finding.line() + "\n")
@@ -122,7 +122,7 @@ def database_finding(database_url: str) -> Finding:
     return passed(f"{shown} answers, its migrations at {head_revision()}")
 
 
-def metrics_finding(settings: Settings) -> Finding:
+def metrics_endpoint_finding(settings: Settings) -> Finding:
     """Whether `GET /metrics` wants a token: without METRICS_TOKEN it is open, a warning (a
     proxy may keep it private, as ops/haproxy.cfg does), not a failure."""
     why = unguarded(settings)

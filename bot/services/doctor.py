@@ -27,7 +27,7 @@ from bot.services.doctor_app import (
     installation_findings,
     wrong_installation,
 )
-from bot.services.findings import Finding, failed, metrics_finding, passed
+from bot.services.findings import Finding, failed, metrics_queries_finding, passed
 
 RECENT_DELIVERIES = 10
 CHANNEL_FIX = "check its ID in RELEASE_CHANNELS (or the services file), and invite the bot there"
@@ -357,7 +357,7 @@ class Doctor:
         findings = []
         for name, track in self.plan.tracks.items():
             metrics = f"metrics of the {name} track ({track.metrics.source})"
-            findings.append(metrics_finding(metrics, await self.metrics(name)))
+            findings.append(metrics_queries_finding(metrics, await self.metrics(name)))
         return findings
 
 

@@ -34,7 +34,7 @@ def warned(check: str, fix: str) -> Finding:
     return Finding(True, check, fix, warning=True)
 
 
-def metrics_finding(metrics: str, answers: tuple[list[str], list[str]] | None) -> Finding:
+def metrics_queries_finding(metrics: str, answers: tuple[list[str], list[str]] | None) -> Finding:
     """A track's metrics queries asked once (`MetricsProbe`): any unanswered fails; answered no
     data warns (a misspelt metric, label or environment answers as a release without traffic
     yet does, and a gate reading it says INCONCLUSIVE); None: a source with no queries."""

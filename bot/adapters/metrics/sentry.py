@@ -3,16 +3,18 @@
 `GET /api/0/organizations/{org}/sessions/` with `field=crash_rate(session)` and
 `field=sum(session)` for the release and environment of the stage, over its window (and for
 `baseline_query`, whose sessions are a sample too: the smaller of the two is the gate's). Sentry
-rounds the range out to whole hours (its smallest interval), so a window counts the hours it
-touches. No sessions, a null rate or an HTTP error leave the figure missing with the reason:
-the gate says INCONCLUSIVE, never PASS.
+rounds the range out to whole buckets of its `interval` (to whole hours on a self-hosted Sentry,
+whatever the interval): the bot asks for the finest interval, reads the range Sentry answers
+for, and counts only the buckets of the window; when Sentry's buckets reach past the window (an
+hour-rounded Sentry), the figure is not judged, never diluted by sessions of another time. No
+sessions, a null rate or an HTTP error leave the figure missing with the reason: the gate says
+INCONCLUSIVE, never PASS.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -23,6 +25,14 @@ import aiohttp
 from pydantic import SecretStr
 
 from bot.adapters.metrics.live import LiveSource, MetricsProblem, Sleep, request_json, utc_now
+from bot.adapters.metrics.sentry_buckets import (
+    HOUR,
+    SLACK,
+    Totals,
+    fine_interval,
+    period,
+    totals_of,
+)
 from bot.domain.metrics import Figures, MetricReading, QueryWindow, Reading
 from bot.domain.plan import SentryMetrics, fill
 from bot.services.ports import Clock
@@ -41,13 +51,6 @@ class SentryAccess:
     project: str
     """The numeric project id (Sentry's sessions API filters by id)."""
     token: SecretStr
-
-
-@dataclass(frozen=True)
-class _Totals:
-    rate: Decimal | None
-    count: int | None
-    series: tuple[tuple[datetime, float], ...]
 
 
 class SentryClient:
@@ -73,8 +76,9 @@ class SentryClient:
         environment: str | None,
         start: datetime,
         end: datetime,
-    ) -> _Totals:
+    ) -> Totals:
         count_field = _COUNT_FIELD[field]
+        fine = fine_interval(start, end)
         params: list[tuple[str, str]] = [
             ("field", field),
             ("field", count_field),
@@ -82,11 +86,16 @@ class SentryClient:
             ("query", query),
             ("start", _iso(start)),
             ("end", _inclusive_end(start, end)),
-            ("interval", "1h"),
+            ("interval", period(fine)),
         ]
         if environment:
             params.append(("environment", environment))
         status, body = await self._get(session, params)
+        if status == 400 and fine < HOUR:
+            # A self-hosted Sentry refuses intervals under an hour without minute resolution,
+            # and ranges over 6 h with it: hourly buckets it answers.
+            params = [(key, "1h" if key == "interval" else value) for key, value in params]
+            status, body = await self._get(session, params)
         if status == 404 and environment:
             # Sentry answers 404 to an environment no session or event has reported yet (a
             # ring's first release), as to an unknown organisation: asked without it, it tells.
@@ -114,8 +123,8 @@ class SentryClient:
                 f"Sentry answered HTTP {status}" + (f": {detail}" if detail else "")
             )
         try:
-            return _totals(body, field, count_field)
-        except (ValueError, TypeError, AttributeError):
+            return totals_of(body, field, count_field, (start, end), max(fine, SLACK))
+        except (ValueError, TypeError, AttributeError, KeyError, IndexError):
             raise MetricsProblem("Sentry answered in an unexpected shape") from None
 
     async def _get(
@@ -207,7 +216,7 @@ class SentrySource(LiveSource):
         environment: str | None,
         window: QueryWindow,
         whole_rollout: bool,
-    ) -> tuple[_Totals | None, str | None]:
+    ) -> tuple[Totals | None, str | None]:
         if query is None:
             return None, None
         try:
@@ -222,6 +231,8 @@ class SentrySource(LiveSource):
         except MetricsProblem as problem:
             log.warning("sentry sessions %r: %s", query, problem)
             return None, str(problem)
+        if totals.wider and not whole_rollout:
+            return totals, totals.wider
         if totals.rate is None and not whole_rollout:
             where = f" in {environment}" if environment else ""
             if totals.count is None:
@@ -247,43 +258,6 @@ def _reading(metric: MetricReading, baseline: Decimal | None, window: QueryWindo
         metrics=(metric,),
         window=(window.start, window.end),
     )
-
-
-def _totals(body: dict[str, Any], field: str, count_field: str) -> _Totals:
-    groups = body.get("groups")
-    if not isinstance(groups, list) or not groups:
-        return _Totals(rate=None, count=0, series=())
-    group = groups[0] if isinstance(groups[0], dict) else {}
-    totals = group.get("totals") or {}
-    rate = _rate(totals.get(field))
-    count = _count(totals.get(count_field))
-    intervals = body.get("intervals") or []
-    points = (group.get("series") or {}).get(field) or []
-    series = tuple(
-        (_parse_time(stamp), float(value))
-        for stamp, value in zip(intervals, points, strict=False)
-        if isinstance(value, int | float) and math.isfinite(value)
-    )
-    # A rate without its count (null, NaN, infinite, negative, fractional) is not judged: with
-    # `min_sample` 0 an unknown count would let it PASS on sessions no one can tell were there.
-    return _Totals(rate=None if not count else rate, count=count, series=series)
-
-
-def _count(value: object) -> int | None:
-    """Sessions or users counted: a whole, finite, non-negative number (None otherwise)."""
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        return None
-    if not math.isfinite(value) or value < 0 or value != int(value):
-        return None
-    return int(value)
-
-
-def _rate(value: object) -> Decimal | None:
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        return None
-    if not math.isfinite(value) or value < 0:
-        return None
-    return Decimal(str(value))
 
 
 def _release_query(release: str) -> str:
@@ -315,7 +289,3 @@ def _inclusive_end(start: datetime, end: datetime) -> str:
 def _iso(moment: datetime) -> str:
     """The moment in whole seconds, as Sentry reads it (cut down)."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
-
-
-def _parse_time(stamp: object) -> datetime:
-    return datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
