@@ -25,6 +25,7 @@ from bot.domain.rollout import DISPATCH_SEARCH, CheckState, Phase
 from bot.domain.rollout.state import WATCHED
 from bot.services.rollouts import RolloutService
 from sandbox.config import RELEASE_MANAGER
+from sandbox.github_json import error
 from sandbox.harness import Sandbox
 
 REVIEWS = "/repos/*/actions/runs/*/pending_deployments"
@@ -89,6 +90,29 @@ async def test_an_approval_answered_502_and_not_applied_says_so_and_can_be_repea
     assert answer is not None and "GitHub answered 502" in answer
     assert "it was not applied: try again" in answer
     assert holding("relay", "canary")(await sandbox.rollout())
+    assert await sandbox.click("promote", value=promote) is None
+    await sandbox.wait_for_thread("promoted Hosted relay")
+    assert approvals(sandbox, "relay-rollout-50") == [sandbox.github.actor]
+
+
+async def test_a_promotion_answered_422_while_it_waits_says_to_try_again_not_that_the_bot_will(
+    sandbox: Sandbox,
+) -> None:
+    """GitHub answers the approval of a person's Promote 422 while the stage still waits for
+    the bot: nothing was approved, and nothing is saved, so the bot never asks again by itself
+    (its stage is held for a person): the click's answer must not say it will."""
+    await dispatched(sandbox)
+    await held(sandbox, "relay", "canary")
+    promote = await value_of(sandbox, "promote", "relay")
+    sandbox.github.fail_next("POST", REVIEWS, 422, error("Validation Failed", 422))
+
+    answer = await sandbox.click("promote", value=promote)
+
+    assert answer is not None and "422" in answer and "still waits" in answer, answer
+    assert "asks again" not in answer, answer
+    assert "try again" in answer, answer
+    assert holding("relay", "canary")(await sandbox.rollout())
+    assert approvals(sandbox, "relay-rollout-50") == []
     assert await sandbox.click("promote", value=promote) is None
     await sandbox.wait_for_thread("promoted Hosted relay")
     assert approvals(sandbox, "relay-rollout-50") == [sandbox.github.actor]

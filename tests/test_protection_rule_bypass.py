@@ -125,6 +125,7 @@ async def test_a_bypass_after_a_promote_github_refused_is_still_told_as_a_bypass
         box.github.fail_next("POST", CALLBACK, 422, {"message": "Validation Failed"})
         said = await box.click("promote", value=promote)
         assert said is not None and "still waits" in said
+        assert "asks again" not in said and "try again" in said, said  # nothing saved
         rollout = await box.rollout()
 
         await told_as_a_bypass(box, rollout)

@@ -16,6 +16,7 @@ from figures import CANARY_CRASHING, HALF_OK, passing_sandbox
 from sandbox_views import RELAY_ROLLED_BACK_AT_CANARY, dispatched, reviews, stage_state
 from test_desktop_track import DESKTOP, card_shows, ga_held_by_github, ga_plan
 from test_github_faults import REVIEWS
+from test_protection_rules import app_box
 from test_refused_lanes import refused
 from test_rollout_views import PLAN
 
@@ -33,6 +34,7 @@ from sandbox.harness import Sandbox, write_figures
 
 CANARY_JOB = "Relay rollout 5% canary (30m)"
 UNANSWERED = {"GITHUB_UNREADABLE_SECONDS": "600"}
+RULE = "/repos/*/actions/runs/*/deployment_protection_rule"
 
 
 AT = datetime(2025, 6, 2, 9, 30, tzinfo=UTC)
@@ -153,3 +155,27 @@ async def test_an_approval_github_keeps_failing_is_told_once_after_a_while(
             lambda r: all(t.state is TrackState.COMPLETED for t in r.tracks)
         )
         assert done.refused_approvals == () and done.unreviewed_since == ()
+
+
+@pytest.mark.story
+async def test_a_rejection_the_apps_rule_keeps_answering_422_is_told_as_not_taken(
+    tmp_path: Path, database_url: str
+) -> None:
+    """App mode: the App's answer to its rule (`deployment_protection_rule`) answered 422 while
+    the job still waits, each time: told once it lasts as GitHub's failure, in its own words,
+    neither as a refusal nor asking the thread to try again (the bot does, at each look)."""
+    async with app_box(tmp_path, database_url, extra_env=UNANSWERED) as box:
+        write_figures(box.figures, "relay", {"canary": CANARY_CRASHING, "half": HALF_OK})
+        box.github.set_job_duration(CANARY_JOB, timedelta(minutes=10))
+        run = (await dispatched(box)).run_id or 0
+        canary = box.github.run(run).job("relay-canary-5")
+        await box.wait_until(lambda _: canary.status == "in_progress")
+        box.github.fail_next("POST", RULE, 422, error("Validation Failed", 422), times=10_000)
+        await box.pass_time(timedelta(minutes=10))  # the canary deploys; its gate fails
+        await box.wait_for_thread("Rejected *50%*")
+        await box.wait_until(lambda r: "relay-rollout-50" in dict(r.unreviewed_since))
+        for _ in range(3):
+            await box.pass_time(timedelta(minutes=5))
+        told = await box.wait_for_thread("GitHub has not taken the bot's rejection of *50%*")
+        assert "(last: GitHub answered 422 (Validation failed))" in told, told
+        assert "refused" not in told and "Try again" not in told, told

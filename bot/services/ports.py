@@ -104,10 +104,19 @@ class GitHubGateway(WorkflowDispatch, ChangesSource, Protocol):
         ...
 
     async def review(
-        self, *, run_id: int, environments: Sequence[str], state: ReviewState, comment: str
+        self,
+        *,
+        run_id: int,
+        environments: Sequence[str],
+        state: ReviewState,
+        comment: str,
+        attempt: int | None = None,
     ) -> bool:
         """Approve or reject the named waiting environments. False (and nothing sent) when
-        none of them is waiting any more; GitHub's 422 for that case is not an error here."""
+        none of them is waiting any more; GitHub's 422 for that case is not an error here.
+        With `attempt` (the one the review is meant for), also False and nothing sent when
+        the run was re-run since: GitHub's review names no attempt and would answer what
+        waits on the latest."""
         ...
 
     async def rerun_job(self, *, run_id: int, job_id: int, attempt: int) -> int:

@@ -46,6 +46,7 @@ async def send_review(
             environments=[review.environment],
             state=state,
             comment=review.comment,
+            attempt=rollout.attempt,
         )
     except GitHubError as error:
         # Level-triggered: the next reconcile asks again while GitHub still waits.

@@ -278,10 +278,11 @@ class ProtectionRules:
             )
             return await self.requests.answer_of(run_id=run_id, environment=environment) == state
         await self.requests.sending(run_id=run_id, environment=environment, answer=None)
+        # As the reviewers' 422 (`runs.py`): no refusal (asked again at each look, told as
+        # not taken once it lasts), and a person's Promote GitHub did not take is not saved.
         raise GitHubError(
-            f"GitHub refused to {operation} (Validation failed) while the job still waits "
-            "there: nothing was changed. Try again in a moment; the bot also asks again at "
-            "its next poll."
+            f"GitHub answered 422 (Validation failed) when asked to {operation}, while the job "
+            "still waits there: it was not applied: try again."
         )
 
     async def _rule_enabled(self, environment: str) -> bool:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 from github import GithubException, UnknownObjectException
 
+from bot.adapters.github.attempts import not_for, read_attempt
 from bot.adapters.github.pages import every_page
 from bot.adapters.github.repository import learn_repository_id
 from bot.adapters.github.reviews import post_json, post_review
@@ -173,17 +174,30 @@ class WorkflowRuns:
         )
 
     async def review(
-        self, *, run_id: int, environments: Sequence[str], state: ReviewState, comment: str
+        self,
+        *,
+        run_id: int,
+        environments: Sequence[str],
+        state: ReviewState,
+        comment: str,
+        attempt: int | None = None,
     ) -> bool:
         verb = "approve" if state == "approved" else "reject"
         names = ", ".join(environments)
         operation = f"{verb} {names} on run {run_id}"
-        pending, history = await self._github.call(
-            f"read the deployments waiting on run {run_id}",
-            lambda: (self._pending_deployments(run_id), self._history(run_id, conditional=True)),
-            run_id=run_id,
-            kind="review",
+        github = self._github
+
+        def read() -> tuple[list[PendingDeployment], list[Review], int | None]:
+            # The attempt read last: a re-run before the waits were read shows in it.
+            waits = self._pending_deployments(run_id)
+            history = self._history(run_id, conditional=True)
+            return waits, history, None if attempt is None else read_attempt(github, run_id)
+
+        pending, history, latest = await self._github.call(
+            f"read the deployments waiting on run {run_id}", read, run_id=run_id, kind="review"
         )
+        if not_for(run_id, attempt, latest, operation):
+            return False
         ids_by_name = {item.environment.name.casefold(): item.environment.id for item in pending}
         wanted = {name.casefold() for name in environments}
         ids = sorted({ids_by_name[name] for name in wanted if name in ids_by_name})
@@ -227,7 +241,7 @@ class WorkflowRuns:
         try:
             now = await github.call(
                 f"read back the attempt of run {run_id}",
-                lambda: Run.model_validate(github.get_json(github.runs_path(run_id))).run_attempt,
+                lambda: read_attempt(github, run_id, conditional=False),
                 run_id=run_id,
             )
         except GitHubError as error:
@@ -255,9 +269,11 @@ class WorkflowRuns:
         been spammed"): a GitHubError, asked again at the next look."""
         if not {item.environment.id for item in await self._waiting(run_id)} & set(ids):
             return False
+        # Not "the bot asks again": a person's Promote that GitHub did not take is not saved,
+        # and nothing asks again for them (the bot's own reviews are asked again at each look).
         text = (
             f"GitHub answered 422 (Validation failed) when asked to {operation}, while it still "
-            "waits there: nothing was changed. The bot asks again at its next poll."
+            "waits there: it was not applied: try again."
         )
         _log.warning("GitHub: run %s: %s", run_id, text)
         raise GitHubError(text)
