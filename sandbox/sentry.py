@@ -4,10 +4,11 @@
 `count_unique(user)`, `crash_rate(session)`, `crash_rate(user)`), `project`, `environment`,
 `query` (`release:"x"`, `!release:"x"`), `start`/`end` (the end inclusive) or `statsPeriod`, and
 `interval`, read as Sentry's `get_constrained_date_range` does for its two backends (`backend`):
-a metrics-backed Sentry (sentry.io, the default) takes 10s and up, dividing a day, and aligns the
-range to the interval; a sessions-backed one (self-hosted) reads 10s as a minute, refuses less
-than an hour without minute resolution (`minute_resolution`) and ranges over 6 h at minute
-resolution, and rounds the range out to whole hours whatever the interval. At most 1000 points.
+a metrics-backed Sentry (sentry.io, the default) takes 10s and up, dividing a day, aligns the
+range to 10s and rounds it out to whole hours for a minute and up; a sessions-backed one
+(self-hosted) reads 10s as a minute, refuses less than an hour without minute resolution
+(`minute_resolution`) and ranges over 6 h at minute resolution, and rounds the range out to
+whole hours whatever the interval. At most 1000 points.
 Sessions are recorded with `add_sessions`; every request is kept in `requests`. Faults:
 `totals_patch`, `rate_limited` (a 429 as Sentry's rate limiter answers).
 """
@@ -233,9 +234,10 @@ class SentryTestServer(LoopbackServer):
         return interval
 
     def _rounding(self, interval: timedelta) -> timedelta:
-        """The unit the range is rounded out to: the interval, or whole hours on the sessions
-        dataset (its totals come from hourly storage)."""
-        if self.backend == "metrics":
+        """The unit the range is rounded out to: whole hours (the interval's, rounded up), as
+        `get_constrained_date_range` does for either backend, but for an interval under a minute
+        on the metrics backend (sentry.io's 10s), which aligns the range to the interval."""
+        if self.backend == "metrics" and interval < timedelta(minutes=1):
             return interval
         return timedelta(hours=-(-interval // timedelta(hours=1)))
 

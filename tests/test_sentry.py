@@ -496,3 +496,41 @@ async def test_a_window_on_the_hour_is_read_whole_without_minute_resolution(
     assert gate(reading).verdict is Verdict.KILL_SWITCH
     # Refused 10s, asked again by the hour.
     assert sorted(r.params["interval"][0] for r in sentry.requests) == ["10s", "10s", "1h", "1h"]
+
+
+async def test_a_long_window_on_sentry_io_is_counted_by_its_buckets(
+    sentry: SentryTestServer,
+) -> None:
+    """sentry.io rounds a range asked by the minute (or more) out to whole hours: a 16-hour
+    window asked by the minute came to 1020 points, refused, and asked again by the hour, read
+    whole hours past the window: INCONCLUSIVE, blaming a self-hosted Sentry. Now the bot asks
+    for an interval whose buckets over the hour-rounded range Sentry answers (5 minutes)."""
+    start = datetime(2025, 6, 2, 10, 3, tzinfo=UTC)
+    end = start + timedelta(hours=16)
+    at, after = start + timedelta(hours=1), end + timedelta(minutes=30)
+    sentry.add_sessions(release=RELEASE, environment="internal", count=10, crashed=5, at=at)
+    sentry.add_sessions(release=RELEASE, environment="internal", count=5000, crashed=0, at=after)
+    long = replace(window(), start=start, end=end, rollout_start=start)
+    reading = await SentrySource(config(), access=access(sentry)).measure(long)
+    assert (reading.figures.crash_rate, reading.figures.sample) == (Decimal("0.5"), 10)
+    assert gate(reading).verdict is Verdict.KILL_SWITCH
+    assert {r.params["interval"][0] for r in sentry.requests} == {"5m"}
+
+
+async def test_a_user_crash_rate_sentry_io_reads_in_whole_hours_names_no_feature_it_lacks(
+    sentry: SentryTestServer,
+) -> None:
+    """Users are counted once over the range Sentry reads, and sentry.io rounds a range asked by
+    the minute out to whole hours: a 3-hour user crash rate is not judged, and the card said
+    a self-hosted Sentry's minute resolution would judge it (sentry.io has none to turn on)."""
+    start = datetime(2025, 6, 2, 10, 3, tzinfo=UTC)
+    sentry.add_sessions(release=RELEASE, environment="internal", count=10, crashed=5, at=start)
+    three = replace(window(), start=start, end=start + timedelta(hours=3), rollout_start=start)
+    source = SentrySource(config(crash_rate="crash_rate(user)"), access=access(sentry))
+    (metric,) = (await source.measure(three)).metrics
+    assert metric.problem is not None
+    assert "Sentry read 10:00:00 to 14:00:00 UTC for the window 10:03:00 to 13:03:00" in (
+        metric.problem
+    )
+    assert "minute-resolution" not in metric.problem  # sentry.io has none to turn on
+    assert "crash_rate(session) is counted by its buckets" in metric.problem

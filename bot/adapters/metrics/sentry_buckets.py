@@ -23,7 +23,8 @@ on a self-hosted Sentry."""
 _MAX_POINTS = 1000
 """The most buckets Sentry answers for one query (`MAX_POINTS`); more is an HTTP 400."""
 HOUR = timedelta(hours=1)
-SLACK = timedelta(minutes=1)
+_MINUTE = timedelta(minutes=1)
+SLACK = _MINUTE
 """How far Sentry's buckets may reach past the window at either end and still be the window's:
 the finest bucket a self-hosted Sentry has (sessions started in the window's last minute
 dilute it as little as the window's own would). Hour-rounded buckets reach much further."""
@@ -69,7 +70,7 @@ def totals_of(
         ]
         reach = (buckets[inside[0]][0], buckets[inside[-1]][1]) if inside else read
         if field != "crash_rate(session)" or reach[0] <= start - slack or reach[1] >= end + slack:
-            return Totals(rate=None, count=None, series=chart, wider=_wider(read, window))
+            return Totals(rate=None, count=None, series=chart, wider=_wider(read, window, field))
         counts = (group.get("series") or {})[count_field]
         rate, count = _summed([(series[index], counts[index]) for index in inside])
     # A rate without its count (null, NaN, infinite, negative, fractional) is not judged: with
@@ -106,22 +107,33 @@ def _summed(points: list[tuple[object, object]]) -> tuple[Decimal | None, int | 
     return (crashed / sessions if sessions else None), sessions
 
 
-def _wider(read: tuple[datetime, datetime], window: tuple[datetime, datetime]) -> str:
-    return (
+def _wider(read: tuple[datetime, datetime], window: tuple[datetime, datetime], field: str) -> str:
+    told = (
         f"no data: Sentry read {_clock(read[0])} to {_clock(read[1])} UTC for the window "
-        f"{_clock(window[0])} to {_clock(window[1])} UTC (a self-hosted Sentry rounds a range to "
-        "whole hours): the sessions started outside the window would dilute its crash rate, so "
-        "it is not judged. With Sentry's minute-resolution feature (windows up to 6 h) the bot "
-        "counts a session crash rate by the minute; without it, only a window from one whole "
-        "hour to another is judged"
+        f"{_clock(window[0])} to {_clock(window[1])} UTC: the sessions started outside the "
+        "window would dilute its crash rate, so it is not judged. "
+    )
+    if field != "crash_rate(session)":
+        # sentry.io too rounds a range asked by the minute or more out to whole hours.
+        return told + (
+            "Sentry counts users once over the whole hours it reads (for a window over about "
+            "2¾ h on sentry.io, any window on a self-hosted Sentry): only a window from one "
+            "whole hour to another is judged; crash_rate(session) is counted by its buckets"
+        )
+    return told + (
+        "A self-hosted Sentry rounds a range to whole hours: with its minute-resolution feature "
+        "(ranges up to 6 h) the bot counts a session crash rate by the minute; without it, only "
+        "a window from one whole hour to another is judged"
     )
 
 
 def fine_interval(start: datetime, end: datetime) -> timedelta:
-    """The finest interval whose buckets over the range (and one more at either end, where
-    Sentry aligns it) are no more than Sentry answers."""
+    """The finest interval whose buckets over the range Sentry reads are no more than it
+    answers: the range aligned to the interval under a minute, else rounded out to whole hours
+    (by sentry.io too), each end reaching up to a bucket, or an hour, past the window."""
     for interval in _INTERVALS:
-        if (end - start) / interval + 2 <= _MAX_POINTS:
+        reach = interval if interval < _MINUTE else max(interval, HOUR)
+        if (end - start + 2 * reach) / interval <= _MAX_POINTS:
             return interval
     return _INTERVALS[-1]
 
