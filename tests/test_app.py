@@ -812,7 +812,10 @@ async def test_a_database_turned_read_only_by_a_failover_makes_readyz_say_so(
             await connection.exec_driver_sql(
                 f'ALTER DATABASE "{name}" SET default_transaction_read_only = on'
             )
-            ended = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name"
+            # Each ended before this returns (its timeout, ms), so none answers /readyz after.
+            ended = (
+                "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = :name"
+            )
             await connection.execute(text(ended), {"name": name})
         await admin.dispose()
         ready = await readyz(test_client)
