@@ -106,9 +106,16 @@ def after_approving(
     approve = gateway.review
 
     async def approved_then(
-        *, run_id: int, environments: Sequence[str], state: ReviewState, comment: str
+        *,
+        run_id: int,
+        environments: Sequence[str],
+        state: ReviewState,
+        comment: str,
+        attempt: int | None = None,
     ) -> bool:
-        sent = await approve(run_id=run_id, environments=environments, state=state, comment=comment)
+        sent = await approve(
+            run_id=run_id, environments=environments, state=state, comment=comment, attempt=attempt
+        )
         if list(environments) == [environment]:
             monkeypatch.setattr(gateway, "review", approve)
             await meanwhile()
