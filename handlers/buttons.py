@@ -48,7 +48,13 @@ from bot.services.directory import ServiceDirectory
 from bot.services.requests import Origin
 from bot.services.telemetry import Telemetry
 from handlers.errors import Listener, acknowledged, explain, failure_outcome, opens_form
-from handlers.form_refusals import audit_form
+from handlers.form_refusals import (
+    CHECK_SLOW,
+    LOOKUP_SLOW,
+    audit_form,
+    check_deadline,
+    sender_refusal,
+)
 from handlers.origin import card_of, click_origin, form_origin
 from handlers.payloads import BlockActions, ViewSubmission, parse
 from handlers.routing import Routes
@@ -201,14 +207,6 @@ def register(routes: Routes, directory: ServiceDirectory) -> None:
 
 
 _FOREIGN_FORM = "This form was not made by this bot (or by an older version): open it again."
-_CHECK_SLOW = (
-    "Slack did not say in time whether you may do this (it is rate-limiting the bot): "
-    "try again in a moment."
-)
-FORM_CHECK_S = 2.0
-"""Seconds the check of a form's sender may take before the form is answered: Slack waits 3
-for the answer, and asking Slack who is in an approvers' group waits out its rate limit."""
-
 
 Metadata = TypeVar(
     "Metadata",
@@ -339,21 +337,6 @@ async def _form_controls(
     return services.controls
 
 
-async def _sender_refusal(
-    controls: ControlService, form: ViewSubmission, metadata: Any, control: Control | None
-) -> str | None:
-    """Why the form's sender may not submit it, or None; "try again" when Slack is slow to
-    say who is an approver, rather than answer the form after Slack stopped waiting."""
-    try:
-        async with asyncio.timeout(FORM_CHECK_S):
-            return await controls.form_refusal(
-                actor=form.user.id, channel_id=metadata.channel_id or "", control=control
-            )
-    except TimeoutError:
-        log.warning("the sender of a %s form was not checked in time", form.view.callback_id)
-        return _CHECK_SLOW
-
-
 def _submitted(directory: ServiceDirectory, submission: Submission[Any, Any]) -> Listener:
     async def submitted(
         ack: AsyncAck, body: dict[str, Any], request: AsyncBoltRequest, client: AsyncWebClient
@@ -367,16 +350,26 @@ def _submitted(directory: ServiceDirectory, submission: Submission[Any, Any]) ->
             return
         origin = form_origin(form, request, channel_id=metadata.channel_id if metadata else None)
         name, refused = submission.control or form.view.callback_id, None
+        until = check_deadline()
         try:
-            async with directory.refusal_audited(origin, name):
+            async with asyncio.timeout_at(until), directory.refusal_audited(origin, name):
                 controls = await _form_controls(directory, metadata)
         except ServiceNotConfigured as gone:  # a form of a service removed since it opened
             await ack(response_action="update", view=control_views.notice_modal(gone.message))
             return
+        except TimeoutError:  # answered before Slack stops waiting, and nothing done after
+            log.warning("the rollout of a %s form was not looked up in time", form.view.callback_id)
+            if block is None:
+                await ack(response_action="update", view=control_views.notice_modal(LOOKUP_SLOW))
+            else:
+                await ack(response_action="errors", errors={block: LOOKUP_SLOW})
+            return
         if block is not None and metadata is None:
             errors = {block: _FOREIGN_FORM}
         elif metadata is not None:
-            refused = await _sender_refusal(controls, form, metadata, submission.control)
+            refused = await sender_refusal(
+                controls, form, metadata, submission.control, until=until
+            )
             if refused is not None and block is None:  # a dialog: it turns into the reason
                 await ack(response_action="update", view=control_views.notice_modal(refused))
                 return
@@ -384,7 +377,7 @@ def _submitted(directory: ServiceDirectory, submission: Submission[Any, Any]) ->
             errors = {block: plain_answer(refused)} if refused is not None and block else errors
         if typed is None or errors or metadata is None:
             await ack(response_action="errors", errors=errors)
-            if metadata is not None and refused != _CHECK_SLOW:  # as a refused command is
+            if metadata is not None and refused != CHECK_SLOW:  # as a refused command is
                 await audit_form(controls.audited, origin, name, metadata, refused, errors)
             return
         await ack()

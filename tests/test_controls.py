@@ -27,6 +27,7 @@ from sandbox_views import (
     value_of,
 )
 from sqlalchemy import text
+from test_database_timeouts import locked
 
 from bot.adapters.slack.messages import two_person_text
 from bot.domain.controls import CardRef, Control, card_applies, effect_key
@@ -41,8 +42,8 @@ from bot.domain.rollout import (
 )
 from bot.domain.rollout.state import WATCHED
 from bot.plan_file import parse_plan
-from handlers import buttons
-from handlers.buttons import FORM_CHECK_S
+from handlers import form_refusals
+from handlers.form_refusals import FORM_CHECK_S
 from sandbox.config import BYSTANDER, OTHER_CHANNEL, RELEASE_CHANNEL, RELEASE_MANAGER
 from sandbox.github_routes import Dispatch
 from sandbox.harness import Sandbox, fast_plan, write_figures
@@ -417,7 +418,7 @@ async def test_a_form_whose_approver_check_slack_rate_limits_is_answered_within_
     0.75 s more at times: with 2 s gone, the answer then came after Bolt's own 3 s, which
     answers a form not acknowledged by then as one no listener took)."""
     assert FORM_CHECK_S < 3.0
-    monkeypatch.setattr(buttons, "FORM_CHECK_S", FORM_CHECK_S / 4)
+    monkeypatch.setattr(form_refusals, "FORM_CHECK_S", FORM_CHECK_S / 4)
     plan_yaml = fast_plan(tmp_path / "figures.yml", manual_tracks=("relay",))
     approvers = {"ROLLOUT_APPROVERS": f"{RELEASE_MANAGER},{GROUP}"}
     async with Sandbox(
@@ -439,6 +440,44 @@ async def test_a_form_whose_approver_check_slack_rate_limits_is_answered_within_
         assert answer["response_action"] == "errors"
         assert "try again in a moment" in next(iter(answer["errors"].values()))
         assert await box.submit_view(view_id, figures, user=SECOND) == {}  # Slack answered since
+
+
+async def test_a_form_whose_rollout_a_database_lock_holds_up_is_told_so_and_nothing_is_done(
+    tmp_path: Path, postgres_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A figures form is answered once the bot has looked its rollout up. A lock on the
+    rollouts (another connection's) held that look-up past the 3 s Slack waits: Bolt answered
+    the form as one no listener took ("does not carry a value the bot made", untrue), and
+    once the lock went away the listener went on and judged the figures all the same.
+
+    The look-up and the sender's check share `FORM_CHECK_S` (a quarter of it here): the form
+    says in time that nothing was done, and nothing is; sent again, it is judged once."""
+    monkeypatch.setattr(form_refusals, "FORM_CHECK_S", FORM_CHECK_S / 4)
+    plan_yaml = fast_plan(tmp_path / "figures.yml", manual_tracks=("relay",))
+    async with Sandbox(
+        workdir=tmp_path, database_url=postgres_database_url, plan_yaml=plan_yaml
+    ) as box:
+        view_id = await figures_form_opened(box)
+        figures = {
+            "crash_rate": {"figure": {"type": "number_input", "value": "0.001"}},
+            "error_rate": {"figure": {"type": "number_input", "value": "0.001"}},
+        }
+
+        async with locked(postgres_database_url, "LOCK TABLE rollouts IN ACCESS EXCLUSIVE MODE"):
+            started = asyncio.get_running_loop().time()
+            answer = await box.submit_view(view_id, figures)
+            took = asyncio.get_running_loop().time() - started
+
+        assert answer["response_action"] == "errors"
+        (said,) = answer["errors"].values()
+        assert "nothing was done" in said and "does not carry" not in said
+        assert took < 3.0
+        assert stage_state(await box.rollout(), "relay", "canary") is StageState.EVALUATING
+        assert await box.submit_view(view_id, figures) == {}
+        await box.wait_until(
+            lambda r: stage_state(r, "relay", "canary") is not StageState.EVALUATING
+        )
+        assert not [note for note in posted_ephemerals(box) if "does not carry" in note.text]
 
 
 async def test_roll_back_after_completion_starts_a_rollout_of_the_previous_good_tag(
