@@ -41,7 +41,7 @@ async def test_a_kill_is_saved_before_github_is_asked_whether_it_holds_the_ga_ri
             kill = asyncio.create_task(box.command("kill crash spike in beta"))
             # While GitHub has not answered the kill's read, the kill is saved already.
             stopping = await box.wait_until(
-                lambda r: r.track("desktop").state is TrackState.ABORTING, timeout=10
+                lambda r: r.track("desktop").state is TrackState.ABORTING
             )
             assert stopping.track("desktop").stage("ga").state is StageState.DEPLOYING
             assert not answered.is_set()
