@@ -36,7 +36,9 @@ async def test_a_kill_is_saved_before_github_is_asked_whether_it_holds_the_ga_ri
     ) as box:
         await ga_held_by_github(box, REVIEWS)
         run = (await box.rollout()).run_id
-        answered = box.github.hold("GET", f"/repos/{REPOSITORY}/actions/runs/{run}")
+        # The kill's read of the run held at its jobs: the run itself is read again by each
+        # look's re-sent approval (its attempt, under the rollout's lock), which must go on.
+        answered = box.github.hold("GET", f"/repos/{REPOSITORY}/actions/runs/{run}/jobs")
         try:
             kill = asyncio.create_task(box.command("kill crash spike in beta"))
             # While GitHub has not answered the kill's read, the kill is saved already.
@@ -44,7 +46,7 @@ async def test_a_kill_is_saved_before_github_is_asked_whether_it_holds_the_ga_ri
                 lambda r: r.track("desktop").state is TrackState.ABORTING
             )
             assert stopping.track("desktop").stage("ga").state is StageState.DEPLOYING
-            assert not answered.is_set()
+            assert not answered.is_set() and not kill.done()  # its read still held
             answered.set()
             box.github.clear_faults()
             assert "Kill-switch tripped" in await kill
