@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from bot.adapters.github.attempts import latest_attempt, not_for
+from bot.adapters.github.attempts import not_for
 from bot.adapters.github.dispatch import DispatchSearch, WorkflowDispatch
 from bot.adapters.github.history import RepositoryHistory
 from bot.adapters.github.protection_rules import ProtectionRules
@@ -29,7 +29,7 @@ from bot.domain.npm_secrets import PublishJob, SecretLevels
 from bot.domain.release_contents import WORKFLOWS_DIRECTORY, Comparison
 from bot.domain.run import RunSnapshot
 from bot.domain.run_link import LinkableRun
-from bot.services.ports import ReviewState
+from bot.services.ports import ReviewAhead, ReviewState
 
 
 class PyGithubGateway:
@@ -92,18 +92,19 @@ class PyGithubGateway:
         state: ReviewState,
         comment: str,
         attempt: int | None = None,
+        ahead: ReviewAhead | None = None,
     ) -> bool:
         # The App's rule first, then the reviewers for what the rule did not answer: an
         # environment may have both, but the App is never a required reviewer. The rule's
-        # callback names no attempt either: the run's is read before it is answered.
+        # callback names no attempt either: the run's is read before it is answered (with
+        # what the reviewers' endpoint reads, once).
         answered: set[str] = set()
         names = ", ".join(environments)
         if self._rules is not None:
+            if ahead is None or (ahead.run_id, ahead.attempt) != (run_id, attempt):
+                ahead = await self._runs.review_ahead(run_id, attempt=attempt)
             if attempt is not None and not_for(
-                run_id,
-                attempt,
-                await latest_attempt(self._github, run_id),
-                f"answer {names} (its rule)",
+                run_id, attempt, self._runs.attempt_of(ahead), f"answer {names} (its rule)"
             ):
                 return False
             answered = await self._rules.answer(
@@ -111,9 +112,17 @@ class PyGithubGateway:
             )
         rest = [name for name in environments if name not in answered]
         reviewed = rest != [] and await self._runs.review(
-            run_id=run_id, environments=rest, state=state, comment=comment, attempt=attempt
+            run_id=run_id,
+            environments=rest,
+            state=state,
+            comment=comment,
+            attempt=attempt,
+            ahead=ahead,
         )
         return bool(answered) or reviewed
+
+    async def review_ahead(self, run_id: int, *, attempt: int | None) -> ReviewAhead:
+        return await self._runs.review_ahead(run_id, attempt=attempt)
 
     async def rerun_job(self, *, run_id: int, job_id: int, attempt: int) -> int:
         return await self._runs.rerun_job(run_id=run_id, job_id=job_id, attempt=attempt)
