@@ -25,6 +25,16 @@ def read_attempt(github: GitHubTransport, run_id: int, *, conditional: bool = Tr
     return Run.model_validate(read(github.runs_path(run_id))).run_attempt
 
 
+async def latest_attempt(github: GitHubTransport, run_id: int) -> int:
+    """`read_attempt`, through the transport (as a review's call)."""
+    return await github.call(
+        f"read the attempt of run {run_id}",
+        lambda: read_attempt(github, run_id),
+        run_id=run_id,
+        kind="review",
+    )
+
+
 def not_for(run_id: int, attempt: int | None, latest: int | None, operation: str) -> bool:
     """Whether the run was re-run (`latest`) since `attempt`, the one a review is meant for
     (None: any attempt will do). Nothing is sent then; the rollout's next look finds the

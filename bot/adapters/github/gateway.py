@@ -15,13 +15,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from bot.adapters.github.attempts import not_for
+from bot.adapters.github.attempts import latest_attempt, not_for
 from bot.adapters.github.dispatch import DispatchSearch, WorkflowDispatch
 from bot.adapters.github.history import RepositoryHistory
 from bot.adapters.github.protection_rules import ProtectionRules
 from bot.adapters.github.release import ReleaseReads
 from bot.adapters.github.repository import RepositoryReads
-from bot.adapters.github.runs import WorkflowRuns
+from bot.adapters.github.runs import WorkflowRuns, ahead_of
 from bot.adapters.github.transport import GitHubTransport
 from bot.adapters.github.workflow_jobs import publish_job
 from bot.domain.npm import ReleaseJob, ReleaseRun
@@ -96,17 +96,19 @@ class PyGithubGateway:
     ) -> bool:
         # The App's rule first, then the reviewers for what the rule did not answer: an
         # environment may have both, but the App is never a required reviewer. The rule's
-        # callback names no attempt either: the run's is read before it is answered (with
-        # what the reviewers' endpoint reads, once).
+        # callback names no attempt either: the run's is read before it is answered (as
+        # `ahead` read it, when given).
         answered: set[str] = set()
         names = ", ".join(environments)
         if self._rules is not None:
-            if ahead is None or (ahead.run_id, ahead.attempt) != (run_id, attempt):
-                ahead = await self._runs.review_ahead(run_id, attempt=attempt)
-            if attempt is not None and not_for(
-                run_id, attempt, self._runs.attempt_of(ahead), f"answer {names} (its rule)"
-            ):
-                return False
+            if attempt is not None:
+                latest = (
+                    self._runs.attempt_of(ahead)
+                    if ahead is not None and ahead_of(ahead, run_id, attempt)
+                    else await latest_attempt(self._github, run_id)
+                )
+                if not_for(run_id, attempt, latest, f"answer {names} (its rule)"):
+                    return False
             answered = await self._rules.answer(
                 run_id=run_id, environments=environments, state=state, comment=comment
             )

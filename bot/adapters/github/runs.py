@@ -214,7 +214,7 @@ class WorkflowRuns:
         verb = "approve" if state == "approved" else "reject"
         names = ", ".join(environments)
         operation = f"{verb} {names} on run {run_id}"
-        if ahead is None or (ahead.run_id, ahead.attempt) != (run_id, attempt):
+        if ahead is None or not ahead_of(ahead, run_id, attempt):
             ahead = await self.review_ahead(run_id, attempt=attempt)
         pending, history, latest = _read_of(ahead)
         if not_for(run_id, attempt, latest, operation):
@@ -341,6 +341,11 @@ class WorkflowRuns:
             "it was applied" if ours else "someone else's review came first",
         )
         return ours
+
+
+def ahead_of(ahead: ReviewAhead, run_id: int, attempt: int | None) -> bool:
+    """Whether `ahead` was read for a review of run `run_id` meant for `attempt`."""
+    return (ahead.run_id, ahead.attempt) == (run_id, attempt)
 
 
 def _read_of(ahead: ReviewAhead) -> _ReviewRead:
