@@ -205,10 +205,10 @@ class RunFollower:
 
     async def _ahead(self, look: _Look | Reconciled) -> _Look | Reconciled:
         """`look` (read without the rollout's lock) with what the reviews that acting on it
-        decides read on GitHub before they post (what waits, the review history, the run's
-        attempt): read here, without the lock too, so that a person's Kill-switch or Roll back
-        never waits for GitHub to answer them; only the post is made under the lock, once the
-        rollout is found still as read."""
+        decides read on GitHub before they post (what waits, the review history; the run's
+        attempt is read just before the post): read here, without the lock too, so that a
+        person's Kill-switch or Roll back never waits for GitHub to answer them; under the
+        lock, once the rollout is found still as read, only the attempt and the post."""
         if isinstance(look, Reconciled) or not look.snapshot.waiting:
             return look  # only what waits is reviewed
         effects = self._effects
@@ -218,7 +218,7 @@ class RunFollower:
         decided = machine.reconcile(rollout, plan, look.snapshot, effects.clock())
         if not any(isinstance(effect, Review) for effect in decided.effects):
             return look
-        ahead = await effects.github.review_ahead(rollout.run_id, attempt=rollout.attempt)
+        ahead = await effects.github.review_ahead(rollout.run_id)
         return replace(look, ahead=ahead)
 
     async def settle(self, rollout_id: str) -> None:

@@ -31,11 +31,10 @@ ReviewState = Literal["approved", "rejected"]
 
 @dataclass(frozen=True)
 class ReviewAhead:
-    """What a review of run `run_id` for `attempt` read on GitHub ahead of its post
+    """What a review of run `run_id` read on GitHub ahead of its post
     (`GitHubGateway.review_ahead`): `read`, the gateway's own, handed back to it as it was."""
 
     run_id: int
-    attempt: int | None
     read: object
 
 
@@ -126,12 +125,13 @@ class GitHubGateway(WorkflowDispatch, ChangesSource, Protocol):
         With `attempt` (the one the review is meant for), also False and nothing sent when
         the run was re-run since: GitHub's review names no attempt and would answer what
         waits on the latest. `ahead`: what it reads before it posts, read already
-        (`review_ahead`, for this run and `attempt`); else read now."""
+        (`review_ahead`, for this run); else read now. The attempt is read just before the
+        post, whatever `ahead` holds."""
         ...
 
-    async def review_ahead(self, run_id: int, *, attempt: int | None) -> ReviewAhead:
-        """What a review of the run for `attempt` reads on GitHub before it posts (what waits
-        for the bot, the review history, the run's attempt), read before the rollout's lock
+    async def review_ahead(self, run_id: int) -> ReviewAhead:
+        """What a review of the run reads on GitHub before it posts (what waits for the bot,
+        the review history; not the run's attempt, read last), read before the rollout's lock
         is taken so that a person's action never waits for it; GitHub's failure is kept in it,
         the review's own failure."""
         ...

@@ -21,7 +21,7 @@ from bot.adapters.github.history import RepositoryHistory
 from bot.adapters.github.protection_rules import ProtectionRules
 from bot.adapters.github.release import ReleaseReads
 from bot.adapters.github.repository import RepositoryReads
-from bot.adapters.github.runs import WorkflowRuns, ahead_of
+from bot.adapters.github.runs import WorkflowRuns
 from bot.adapters.github.transport import GitHubTransport
 from bot.adapters.github.workflow_jobs import publish_job
 from bot.domain.npm import ReleaseJob, ReleaseRun
@@ -96,19 +96,17 @@ class PyGithubGateway:
     ) -> bool:
         # The App's rule first, then the reviewers for what the rule did not answer: an
         # environment may have both, but the App is never a required reviewer. The rule's
-        # callback names no attempt either: the run's is read before it is answered (as
-        # `ahead` read it, when given).
+        # callback names no attempt either: the run's is read before it is answered.
         answered: set[str] = set()
         names = ", ".join(environments)
         if self._rules is not None:
-            if attempt is not None:
-                latest = (
-                    self._runs.attempt_of(ahead)
-                    if ahead is not None and ahead_of(ahead, run_id, attempt)
-                    else await latest_attempt(self._github, run_id)
-                )
-                if not_for(run_id, attempt, latest, f"answer {names} (its rule)"):
-                    return False
+            if attempt is not None and not_for(
+                run_id,
+                attempt,
+                await latest_attempt(self._github, run_id),
+                f"answer {names} (its rule)",
+            ):
+                return False
             answered = await self._rules.answer(
                 run_id=run_id, environments=environments, state=state, comment=comment
             )
@@ -123,8 +121,8 @@ class PyGithubGateway:
         )
         return bool(answered) or reviewed
 
-    async def review_ahead(self, run_id: int, *, attempt: int | None) -> ReviewAhead:
-        return await self._runs.review_ahead(run_id, attempt=attempt)
+    async def review_ahead(self, run_id: int) -> ReviewAhead:
+        return await self._runs.review_ahead(run_id)
 
     async def rerun_job(self, *, run_id: int, job_id: int, attempt: int) -> int:
         return await self._runs.rerun_job(run_id=run_id, job_id=job_id, attempt=attempt)

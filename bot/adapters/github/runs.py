@@ -17,7 +17,7 @@ from typing import cast
 
 from github import GithubException, UnknownObjectException
 
-from bot.adapters.github.attempts import not_for, read_attempt
+from bot.adapters.github.attempts import latest_attempt, not_for, read_attempt
 from bot.adapters.github.job_snapshots import job_snapshot
 from bot.adapters.github.pages import every_page
 from bot.adapters.github.repository import learn_repository_id
@@ -39,8 +39,8 @@ from bot.services.ports import ReviewAhead, ReviewState
 
 _log = logging.getLogger(__name__)
 
-_ReviewRead = tuple[list[PendingDeployment], list[Review], int | None]
-"""What waits for the bot on a run, its review history, its attempt (None: not asked)."""
+_ReviewRead = tuple[list[PendingDeployment], list[Review]]
+"""What waits for the bot on a run, and its review history."""
 
 
 class WorkflowRuns:
@@ -178,28 +178,20 @@ class WorkflowRuns:
             kind="review",
         )
 
-    async def review_ahead(self, run_id: int, *, attempt: int | None) -> ReviewAhead:
-        """What `review` reads before it posts (GitHub's failure to answer kept as its read)."""
-        github = self._github
+    async def review_ahead(self, run_id: int) -> ReviewAhead:
+        """What `review` reads before it posts, but the run's attempt (GitHub's failure to
+        answer kept as its read)."""
 
         def read() -> _ReviewRead:
-            # The attempt read last: a re-run before the waits were read shows in it.
-            waits = self._pending_deployments(run_id)
-            history = self._history(run_id, conditional=True)
-            return waits, history, None if attempt is None else read_attempt(github, run_id)
+            return self._pending_deployments(run_id), self._history(run_id, conditional=True)
 
         try:
-            found: _ReviewRead | GitHubError = await github.call(
+            found: _ReviewRead | GitHubError = await self._github.call(
                 f"read the deployments waiting on run {run_id}", read, run_id=run_id, kind="review"
             )
         except GitHubError as error:
             found = error
-        return ReviewAhead(run_id, attempt, found)
-
-    @staticmethod
-    def attempt_of(ahead: ReviewAhead) -> int | None:
-        """The run's attempt as `review_ahead` read it (GitHub's failure to answer raised)."""
-        return _read_of(ahead)[2]
+        return ReviewAhead(run_id, found)
 
     async def review(
         self,
@@ -214,9 +206,12 @@ class WorkflowRuns:
         verb = "approve" if state == "approved" else "reject"
         names = ", ".join(environments)
         operation = f"{verb} {names} on run {run_id}"
-        if ahead is None or not ahead_of(ahead, run_id, attempt):
-            ahead = await self.review_ahead(run_id, attempt=attempt)
-        pending, history, latest = _read_of(ahead)
+        if ahead is None or ahead.run_id != run_id:
+            ahead = await self.review_ahead(run_id)
+        pending, history = _read_of(ahead)
+        # The attempt read last, just before the post, never ahead of it: a re-run since the
+        # waits were read shows in it.
+        latest = None if attempt is None else await latest_attempt(self._github, run_id)
         if not_for(run_id, attempt, latest, operation):
             return False
         ids_by_name = {item.environment.name.casefold(): item.environment.id for item in pending}
@@ -341,11 +336,6 @@ class WorkflowRuns:
             "it was applied" if ours else "someone else's review came first",
         )
         return ours
-
-
-def ahead_of(ahead: ReviewAhead, run_id: int, attempt: int | None) -> bool:
-    """Whether `ahead` was read for a review of run `run_id` meant for `attempt`."""
-    return (ahead.run_id, ahead.attempt) == (run_id, attempt)
 
 
 def _read_of(ahead: ReviewAhead) -> _ReviewRead:
