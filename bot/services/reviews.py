@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING
 from bot.domain import rollout as machine
 from bot.domain.errors import ConcurrentChange, GitHubError
 from bot.domain.plan import RolloutPlan
-from bot.domain.rollout import Review, Rollout
+from bot.domain.protection_rules import RuleRequest
+from bot.domain.rollout import Announce, Review, Rollout
 from bot.services.ports import ReviewState
 from bot.services.records import BOT
 
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
     from bot.services.effects import EffectRunner
 
 log = logging.getLogger(__name__)
+
+OVERTAKEN = "approval_overtaken"
+"""The audit action of an ending told as an approval a re-run overtook (`tell_overtaken`)."""
 
 
 async def send_review(
@@ -84,14 +88,70 @@ async def send_review(
 
 async def refusal_of(
     effects: EffectRunner, rollout: Rollout, review: Review
-) -> tuple[Review, GitHubError] | None:
+) -> tuple[Review, GitHubError] | Review | None:
     """Carry out a saved decision's review: the review with GitHub's error when GitHub
-    refused or failed it (None: taken, or not waiting)."""
+    refused or failed it; the review alone when it is an approval GitHub took while the run
+    was re-run (`overtaken`); None: taken, or not waiting."""
     try:
-        await send_review(effects, rollout, review, strict=True)
+        sent = await send_review(effects, rollout, review, strict=True)
     except GitHubError as error:  # recorded, and asked again by the next reconcile
         return review, error
-    return None
+    return review if sent and review.approve and await overtaken(effects, rollout) else None
+
+
+async def overtaken(effects: EffectRunner, rollout: Rollout) -> bool:
+    """Whether the run was re-run past the attempt the rollout follows, read back once GitHub
+    took an approval decided on it: the attempt was read just before it was sent, but GitHub's
+    review names no attempt, and a re-run landing meanwhile takes it. Unread, the rollout's
+    next look finds the re-run (told as one not followed)."""
+    if rollout.run_id is None or rollout.attempt is None:
+        return False
+    try:
+        latest = await effects.github.latest_attempt(rollout.run_id)
+    except GitHubError as error:
+        log.warning("run %s: its attempt not read back: %s", rollout.run_id, error.message)
+        return False
+    if latest <= rollout.attempt:
+        return False
+    log.warning(
+        "run %s was re-run (attempt %s) while the approval decided on attempt %s was sent: "
+        "GitHub took it, and may have applied it to attempt %s",
+        rollout.run_id,
+        latest,
+        rollout.attempt,
+        latest,
+    )
+    return True
+
+
+async def tell_overtaken(
+    effects: EffectRunner, rollout: Rollout, plan: RolloutPlan, review: Review
+) -> Rollout:
+    """End the rollout whose approval `review` a re-run overtook (`overtaken`), its thread
+    told so once: the ending is saved with it. Another replica's save meanwhile (its look
+    ended the rollout as a re-run not followed) is told it as well, unless that save was
+    this same ending (`approval_overtaken` in the audit trail). The rollout after."""
+    assert rollout.run_id is not None
+    try:
+        snapshot = await effects.read_run(rollout.run_id)
+    except GitHubError as error:
+        log.warning("run %s not read after a re-run: %s", rollout.run_id, error.message)
+        return rollout
+    decision = machine.approval_overtaken(rollout, plan, snapshot, effects.clock(), review)
+    if decision.rollout == rollout:
+        return rollout
+    detail = {"environment": review.environment, "attempt": snapshot.attempt}
+    audit = effects.event(BOT, OVERTAKEN, "ok", rollout, detail, track=review.track)
+    try:
+        return await effects.apply(rollout, decision, plan, audit=[audit])
+    except ConcurrentChange:
+        saved = await effects.get(rollout.id)
+    trail = await effects.audit.list_for_rollout(rollout.id)
+    if saved.attempt == snapshot.attempt and not any(e.action == OVERTAKEN for e in trail):
+        said = next(e.event for e in decision.effects if isinstance(e, Announce))
+        await effects.record(audit)
+        await effects.tell(saved, said)
+    return saved
 
 
 async def tell_refused(
@@ -105,9 +165,13 @@ async def tell_refused(
     failed without refusing it, once it has failed it for `EffectRunner.unanswered_after`
     (its first failure saved). The rollout after. Another replica's save meanwhile leaves it
     to the next look, refused (failed) again."""
+    held = await rule_held(effects, rollout)
     for review, error in refused:
+        by_rule = any(request.named(review.environment) for request in held)
         if error.refused:
-            decision = machine.approval_refused(rollout, plan, review, error.message)
+            decision = machine.approval_refused(
+                rollout, plan, review, error.message, by_rule=by_rule
+            )
         else:
             decision = machine.review_failed(
                 rollout,
@@ -116,6 +180,7 @@ async def tell_refused(
                 error.cause,
                 now=effects.clock(),
                 after=effects.unanswered_after,
+                by_rule=by_rule,
             )
         if decision.rollout == rollout:
             continue
@@ -125,3 +190,11 @@ async def tell_refused(
             log.info("rollout %s changed on another replica; a refusal is told later", rollout.id)
             break
     return rollout
+
+
+async def rule_held(effects: EffectRunner, rollout: Rollout) -> list[RuleRequest]:
+    """The App's open protection rule requests of the rollout's run (none in token mode): the
+    environments the App's rule holds, which no required reviewer answers."""
+    if effects.rule_requests is None or rollout.run_id is None:
+        return []
+    return await effects.rule_requests.open_for_run(rollout.run_id)
