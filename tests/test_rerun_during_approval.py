@@ -18,6 +18,7 @@ from test_github_faults import REVIEWS
 from test_protection_rule_faults import CALLBACK
 from test_rerun_while_approving import rule_box, token_box
 
+from bot.domain import rollout as machine
 from bot.domain.rollout import Phase
 from sandbox.harness import Sandbox
 
@@ -78,3 +79,42 @@ async def test_an_approval_a_re_run_overtook_on_its_way_is_told_once(
         thread = box.thread()
         assert sum("may have approved" in line for line in thread) == 1, thread
         assert not any("which does not come" in line for line in thread), thread
+
+
+async def test_an_overtaken_approval_is_told_after_another_replicas_look_ended_the_rollout(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As above, but another replica's look finds the re-run first (between GitHub's answer
+    and this replica's read-back) and ends the rollout as a re-run not followed: the thread is
+    still told, once, that the bot's approval may have reached attempt 2."""
+    async with token_box(tmp_path, database_url) as box:
+        await ga_held_by_github(box, REVIEWS)
+        run = box.github.run((await box.rollout()).run_id or 0)
+        effects = box.services.rollouts.effects
+        latest_attempt = effects.github.latest_attempt
+
+        async def another_replica_looks_first(run_id: int) -> int:
+            rollout, plan = await effects.with_plan((await box.rollout()).id)
+            snapshot = await effects.read_run(run_id)
+            looked = machine.reconcile(rollout, plan, snapshot, effects.clock())
+            await effects.apply(rollout, looked, plan)
+            return await latest_attempt(run_id)
+
+        monkeypatch.setattr(effects.github, "latest_attempt", another_replica_looks_first)
+        posted = box.github.hold("POST", REVIEWS)
+        box.github.clear_faults()
+        await box.wait_until(lambda _: box.github.holding == 1)
+        environment = held_environment(box, box.github.held_bodies[0])
+        _, job = LAST[environment]
+        box.github.engine.cancel(run.id)
+        box.github.engine.rerun_job(run.id, run.job(job).id, by="octocat")
+        box.github.engine.process()
+        posted.set()
+
+        told = await box.wait_for_thread("may have approved")
+        assert f"`{environment}` on attempt 2" in told, told
+        await box.wait_for_thread("does not follow a re-run")  # the other replica's ending
+        await box.pass_time(timedelta(minutes=2))
+        thread = box.thread()
+        assert sum("may have approved" in line for line in thread) == 1, thread
+        assert (await box.rollout()).phase is Phase.ENDED

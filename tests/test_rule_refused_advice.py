@@ -46,7 +46,9 @@ async def test_a_review_where_nothing_waits_for_a_reviewer_reads_no_history(
         await ga_held_by_github(box, CALLBACK)
         run = (await box.rollout()).run_id or 0
         github = box.services.rollouts.effects.github
-        box.github.clear_faults()
+        # The bot's own looks held at the run's jobs, before they read its waits or history.
+        looks = box.github.hold("GET", f"/repos/*/actions/runs/{run}/jobs")
+        await box.wait_until(lambda _: box.github.holding >= 1)
         seen = len(box.github.requests)
         sent = await github.review(
             run_id=run,
@@ -56,5 +58,10 @@ async def test_a_review_where_nothing_waits_for_a_reviewer_reads_no_history(
             attempt=1,
         )
         assert sent is False
-        read = [r.path.split(f"/runs/{run}")[-1] for r in box.github.requests[seen:]]
+        read = [
+            r.path.split(f"/runs/{run}")[-1]
+            for r in box.github.requests[seen:]
+            if r.method == "GET" and r.path.endswith(("/pending_deployments", "/approvals"))
+        ]
+        looks.set()
         assert read == ["/pending_deployments"], read

@@ -25,6 +25,7 @@ from bot.domain.errors import ConcurrentChange, GitHubError
 from bot.domain.plan import RolloutPlan
 from bot.domain.protection_rules import RuleRequest
 from bot.domain.rollout import Announce, Review, Rollout
+from bot.domain.rollout.events import ApprovalOvertaken
 from bot.services.ports import ReviewState
 from bot.services.records import BOT
 
@@ -128,30 +129,36 @@ async def tell_overtaken(
     effects: EffectRunner, rollout: Rollout, plan: RolloutPlan, review: Review
 ) -> Rollout:
     """End the rollout whose approval `review` a re-run overtook (`overtaken`), its thread
-    told so once: the ending is saved with it. Another replica's save meanwhile (its look
-    ended the rollout as a re-run not followed) is told it as well, unless that save was
-    this same ending (`approval_overtaken` in the audit trail). The rollout after."""
+    told so once: the ending is saved with it. One another replica's look ended first (as a
+    re-run not followed) is told it as well, unless that ending was this same one
+    (`approval_overtaken` in the audit trail). The rollout after."""
     assert rollout.run_id is not None
     try:
         snapshot = await effects.read_run(rollout.run_id)
     except GitHubError as error:
         log.warning("run %s not read after a re-run: %s", rollout.run_id, error.message)
         return rollout
-    decision = machine.approval_overtaken(rollout, plan, snapshot, effects.clock(), review)
-    if decision.rollout == rollout:
-        return rollout
     detail = {"environment": review.environment, "attempt": snapshot.attempt}
     audit = effects.event(BOT, OVERTAKEN, "ok", rollout, detail, track=review.track)
-    try:
-        return await effects.apply(rollout, decision, plan, audit=[audit])
-    except ConcurrentChange:
-        saved = await effects.get(rollout.id)
-    trail = await effects.audit.list_for_rollout(rollout.id)
-    if saved.attempt == snapshot.attempt and not any(e.action == OVERTAKEN for e in trail):
-        said = next(e.event for e in decision.effects if isinstance(e, Announce))
-        await effects.record(audit)
-        await effects.tell(saved, said)
-    return saved
+    first = machine.approval_overtaken(rollout, plan, snapshot, effects.clock(), review)
+    said = [
+        e.event
+        for e in first.effects
+        if isinstance(e, Announce) and isinstance(e.event, ApprovalOvertaken)
+    ]
+
+    async def end() -> Rollout:
+        now = await effects.get(rollout.id)
+        decision = machine.approval_overtaken(now, plan, snapshot, effects.clock(), review)
+        if decision.rollout != now:
+            return await effects.apply(now, decision, plan, audit=[audit])
+        trail = await effects.audit.list_for_rollout(rollout.id)
+        if said and now.attempt == snapshot.attempt and all(e.action != OVERTAKEN for e in trail):
+            await effects.record(audit)
+            await effects.tell(now, said[0])
+        return now
+
+    return await effects.serialised(rollout.id, end)
 
 
 async def tell_refused(

@@ -14,7 +14,7 @@ from bot.domain.rollout.effects import Announce, Decision, Effect, Review
 from bot.domain.rollout.events import ApprovalOvertaken, RerunNotFollowed
 from bot.domain.rollout.reconcile import rerun_since, rerun_unseen
 from bot.domain.rollout.refused import about
-from bot.domain.rollout.state import Rollout
+from bot.domain.rollout.state import Phase, Rollout
 from bot.domain.run import RunSnapshot
 
 
@@ -25,8 +25,8 @@ def approval_overtaken(
     `snapshot` (read after it) shows the run re-run since: the rollout ends as a re-run not
     followed, the thread told the approval may have reached the new attempt (once: the ending
     is saved with it). Nothing changes when the snapshot shows no re-run (the rollout's next
-    look at the run decides)."""
-    if not rerun_since(rollout, snapshot):
+    look at the run decides), or once the rollout ended."""
+    if rollout.phase is Phase.ENDED or not rerun_since(rollout, snapshot):
         return Decision(rollout)
     ended = rerun_unseen(rollout, plan, snapshot, now)
     track, what = about(plan, review)
