@@ -216,9 +216,10 @@ class RunFollower:
         if rollout.version != look.version or rollout.run_id is None:
             return look  # overtaken already: read again under the lock, or by the next turn
         decided = machine.reconcile(rollout, plan, look.snapshot, effects.clock())
-        if not any(isinstance(effect, Review) for effect in decided.effects):
+        reviewed = [effect.environment for effect in decided.effects if isinstance(effect, Review)]
+        if not reviewed:
             return look
-        ahead = await effects.github.review_ahead(rollout.run_id)
+        ahead = await effects.github.review_ahead(rollout.run_id, reviewed)
         return replace(look, ahead=ahead)
 
     async def settle(self, rollout_id: str) -> None:

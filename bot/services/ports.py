@@ -32,9 +32,11 @@ ReviewState = Literal["approved", "rejected"]
 @dataclass(frozen=True)
 class ReviewAhead:
     """What a review of run `run_id` read on GitHub ahead of its post
-    (`GitHubGateway.review_ahead`): `read`, the gateway's own, handed back to it as it was."""
+    (`GitHubGateway.review_ahead`), for a review of any of `environments` (case-folded):
+    `read`, the gateway's own, handed back to it as it was."""
 
     run_id: int
+    environments: frozenset[str]
     read: object
 
 
@@ -125,15 +127,19 @@ class GitHubGateway(WorkflowDispatch, ChangesSource, Protocol):
         With `attempt` (the one the review is meant for), also False and nothing sent when
         the run was re-run since: GitHub's review names no attempt and would answer what
         waits on the latest. `ahead`: what it reads before it posts, read already
-        (`review_ahead`, for this run); else read now. The attempt is read just before the
-        post, whatever `ahead` holds."""
+        (`review_ahead`, for this run and these environments); else read now. The attempt is
+        read just before the post, whatever `ahead` holds, once something of it waits."""
         ...
 
-    async def review_ahead(self, run_id: int) -> ReviewAhead:
-        """What a review of the run reads on GitHub before it posts (what waits for the bot,
-        the review history; not the run's attempt, read last), read before the rollout's lock
-        is taken so that a person's action never waits for it; GitHub's failure is kept in it,
-        the review's own failure."""
+    async def review_ahead(self, run_id: int, environments: Sequence[str]) -> ReviewAhead:
+        """What a review of `environments` on the run reads on GitHub before it posts (what
+        waits for the bot; the review history only when one of them does; not the run's
+        attempt, read last), read before the rollout's lock is taken so that a person's action
+        never waits for it; GitHub's failure is kept in it, the review's own failure."""
+        ...
+
+    async def latest_attempt(self, run_id: int) -> int:
+        """The run's latest attempt (`run_attempt`), read as a conditional GET."""
         ...
 
     async def rerun_job(self, *, run_id: int, job_id: int, attempt: int) -> int:

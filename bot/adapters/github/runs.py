@@ -178,12 +178,17 @@ class WorkflowRuns:
             kind="review",
         )
 
-    async def review_ahead(self, run_id: int) -> ReviewAhead:
-        """What `review` reads before it posts, but the run's attempt (GitHub's failure to
-        answer kept as its read)."""
+    async def review_ahead(self, run_id: int, environments: Sequence[str]) -> ReviewAhead:
+        """What `review` of `environments` reads before it posts, but the run's attempt: what
+        waits for the bot, and the review history only when one of them does (GitHub's failure
+        to answer kept as its read)."""
+        wanted = frozenset(name.casefold() for name in environments)
 
         def read() -> _ReviewRead:
-            return self._pending_deployments(run_id), self._history(run_id, conditional=True)
+            pending = self._pending_deployments(run_id)
+            if not any(item.environment.name.casefold() in wanted for item in pending):
+                return pending, []  # nothing to send: its history does not matter
+            return pending, self._history(run_id, conditional=True)
 
         try:
             found: _ReviewRead | GitHubError = await self._github.call(
@@ -191,7 +196,7 @@ class WorkflowRuns:
             )
         except GitHubError as error:
             found = error
-        return ReviewAhead(run_id, found)
+        return ReviewAhead(run_id, wanted, found)
 
     async def review(
         self,
@@ -206,19 +211,19 @@ class WorkflowRuns:
         verb = "approve" if state == "approved" else "reject"
         names = ", ".join(environments)
         operation = f"{verb} {names} on run {run_id}"
-        if ahead is None or ahead.run_id != run_id:
-            ahead = await self.review_ahead(run_id)
+        wanted = frozenset(name.casefold() for name in environments)
+        if ahead is None or ahead.run_id != run_id or not wanted <= ahead.environments:
+            ahead = await self.review_ahead(run_id, environments)
         pending, history = _read_of(ahead)
+        ids_by_name = {item.environment.name.casefold(): item.environment.id for item in pending}
+        ids = sorted({ids_by_name[name] for name in wanted if name in ids_by_name})
+        if not ids:
+            _log.info("GitHub: run %s: %s not waiting, nothing to %s", run_id, names, verb)
+            return False
         # The attempt read last, just before the post, never ahead of it: a re-run since the
         # waits were read shows in it.
         latest = None if attempt is None else await latest_attempt(self._github, run_id)
         if not_for(run_id, attempt, latest, operation):
-            return False
-        ids_by_name = {item.environment.name.casefold(): item.environment.id for item in pending}
-        wanted = {name.casefold() for name in environments}
-        ids = sorted({ids_by_name[name] for name in wanted if name in ids_by_name})
-        if not ids:
-            _log.info("GitHub: run %s: %s not waiting, nothing to %s", run_id, names, verb)
             return False
         # The history spans every attempt of the run and names none: only a review of ours
         # added since this read is this one (read back after an unclear answer).
