@@ -13,7 +13,7 @@ from functools import partial
 from typing import Protocol
 
 from bot.domain import rollout as machine
-from bot.domain.controls import reevaluation, typed_for_another_window
+from bot.domain.controls import not_reevaluable, reevaluation, typed_for_another_window
 from bot.domain.errors import ConcurrentChange
 from bot.domain.freeze import Freeze
 from bot.domain.gate import GateVerdict, Verdict
@@ -162,15 +162,17 @@ class Gate:
         effects = self._effects
         for turn in range(REREADS, -1, -1):
             # Read without the rollout's lock: a metrics source slow to answer (its retries
-            # and timeouts) never holds a person's Kill-switch or Roll back.
+            # and timeouts) never holds a person's Kill-switch or Roll back. A track with no
+            # gate to run (stopped meanwhile) is refused under the lock, nothing read.
             read, plan = await effects.with_plan(rollout_id)
             stage = read.track(track).current
             judged = None
-            if stage is not None:
+            if stage is not None and not_reevaluable(read, plan, track=track) is None:
                 judged = await self.read(read, plan, track=track, stage=stage.key)
             async with effects.lock(rollout_id):
                 rollout = await effects.get(rollout_id)
-                if rollout.track(track) == read.track(track):
+                unchanged = rollout.track(track) == read.track(track)
+                if unchanged or not_reevaluable(rollout, plan, track=track) is not None:
                     return await self._reevaluate(actor, rollout, plan, track, judged)
                 if not turn:
                     message = (
@@ -190,22 +192,21 @@ class Gate:
         judged: tuple[GateVerdict, Reading] | None,
     ) -> Rollout:
         """`reevaluate` on the figures `judged` (read without the lock), the lock held and the
-        track still as it was when they were read."""
+        track still as it was when they were read (or with no gate to run now)."""
         effects, rollout_id = self._effects, rollout.id
         stage = rollout.track(track).current
-        if stage is None or judged is None:
+        message = not_reevaluable(rollout, plan, track=track)
+        if message is None and judged is None:
             message = (
                 f"{plan.track(track).label} has no gate to re-evaluate from a metrics source "
                 "(figures entered by hand are asked in the thread when a window ends)."
             )
+        if message is not None:
             await effects.refuse(actor, "reevaluate", rollout, message, track=track)
             raise InvalidTransition(message)
+        assert stage is not None and judged is not None
         verdict, reading = judged
-        try:
-            ready = reevaluation(rollout, plan, track=track, verdict=verdict)
-        except InvalidTransition as error:
-            await effects.refuse(actor, "reevaluate", rollout, error.message, track=track)
-            raise
+        ready = reevaluation(rollout, plan, track=track, verdict=verdict)
         if ready is None:
             event = effects.event(
                 actor,
