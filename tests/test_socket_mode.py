@@ -203,3 +203,47 @@ async def test_the_grace_of_a_link_down_runs_from_when_it_went_down_not_from_the
         body = await answer.json()
     assert answer.status == 503, body
     assert "Socket Mode connection has been down" in body["reason"]
+
+
+async def test_a_command_slack_sent_just_before_sigterm_is_acknowledged_and_acted_on(
+    settings: Settings,  # noqa: F811
+    slack: SlackTestServer,
+) -> None:
+    """SIGTERM as a command comes over the socket (Slack sent it, the drain begins before the
+    SDK has answered it): it is acknowledged and acted on before the socket closes. The socket
+    closed at once, the envelope waiting in the SDK was dropped: Slack never redelivers a
+    command or a click, and the person was shown an error for a command never seen."""
+    app = app_of(settings, socket_mode=True)
+    async with TestClient(TestServer(app)):
+        await slack.wait_for(lambda: slack.socket_connected)
+        url, payload = socket_command(slack, "freeze 2h INC-123 investigation")
+        envelope = await slack.socket_send_envelope(type="slash_commands", payload=payload)
+        await app[READINESS].drain()  # SIGTERM, the command on its way in
+        closed = not slack.socket_connected
+        await slack.wait_for_socket_ack(envelope, timeout=1)  # its ack came before the close
+        await slack.wait_for(lambda: len(slack.responses(url)) >= 1, timeout=10)
+    assert closed
+    (answer,) = slack.responses(url)
+    assert "froze deploys until" in str(answer.body["text"])
+
+
+async def test_a_connection_slack_refuses_as_one_too_many_is_no_link_up(
+    settings: Settings,  # noqa: F811
+    slack: SlackTestServer,
+) -> None:
+    """An 11th `socket` replica: each connection it opens is refused (`too_many_websockets`)
+    a moment after its handshake. A look at the link in that moment saw it up, started its
+    grace again, and the replica, which takes no Slack request, stayed ready for ever. A
+    connection Slack never said `hello` on is no link up."""
+    clock = ManualClock(datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
+    slack.socket_limit = 0
+    slack.refusals_held = asyncio.Event()
+    app = create_app(settings, socket_mode=True, clock=clock, charts=CHARTS)
+    async with TestClient(TestServer(app)) as client:
+        await client.get("/readyz")
+        clock.advance(SOCKET_DOWN_GRACE + timedelta(seconds=1))
+        answer = await client.get("/readyz")
+        body = await answer.json()
+        slack.refusals_held.set()
+    assert answer.status == 503, body
+    assert "Socket Mode connection has been down for 31 s" in body["reason"]

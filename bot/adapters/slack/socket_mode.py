@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from datetime import datetime, timedelta
 
 import aiohttp
@@ -13,6 +14,8 @@ from aiohttp import WSMessage, WSMsgType
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
+from slack_sdk.socket_mode.async_client import AsyncBaseSocketModeClient
+from slack_sdk.socket_mode.request import SocketModeRequest
 
 from bot.adapters.slack.delivery import SLACK_TROUBLE
 from bot.services.ports import Clock
@@ -28,6 +31,14 @@ takes a second, the SDK finds a dead link within 20 s (four missed pings) and as
 WATCH_EVERY_S = 1.0
 """How often the link is looked at, whether or not `/readyz` or a scrape asks: its grace runs
 from when it went down, not from the first look after (nothing may ask for minutes)."""
+
+ANSWERED_WITHIN_S = 3.0
+"""How long a drain waits, at most, for the envelopes Slack sent before it to be answered
+before it closes the socket: Slack's own deadline for an ack (a command or a click not
+acknowledged within 3 s is an error shown to the person, and waiting longer saves nothing)."""
+
+BARRIER_POLL_S = 0.01
+"""How often a drain looks whether Slack has answered its ping."""
 
 SLACK_SOCKET_LIMIT = 10
 """Socket Mode connections Slack keeps open at once for one app (all replicas, and any other
@@ -93,11 +104,19 @@ class SocketLink:
     `SOCKET_DOWN_GRACE` makes the replica not ready (`problem`, one ERROR line when it turns
     so; looked at every `WATCH_EVERY_S`, asked or not), and Slack's `disconnect` reasons that
     leave no request reaching the bot (`TOLD`) are one ERROR line each until Slack reaches the
-    bot again."""
+    bot again. Up means a connection Slack said `hello` on: one it refuses
+    (`too_many_websockets`) is open a moment, never greeted, and counts as down. A drain
+    (`drain`) answers what Slack sent before it, then closes."""
 
     def __init__(self, handler: AsyncSocketModeHandler, *, clock: Clock) -> None:
         self._handler = handler
         self._clock = clock
+        self._greeted: object = None
+        """The connection Slack last said `hello` on."""
+        self._unanswered: set[str] = set()
+        """The envelopes received whose Bolt handling (and so their ack) has not ended."""
+        self._all_answered = asyncio.Event()
+        self._all_answered.set()
         self._down_since: datetime | None = None
         self._down_told = False
         self._told: str | None = None
@@ -105,6 +124,8 @@ class SocketLink:
         self._closed = False
         self._watcher: asyncio.Task[None] | None = None
         handler.client.on_message_listeners.append(self._message)
+        # After Bolt's own (its handler sends the ack): the envelope's handling has ended.
+        handler.client.socket_mode_request_listeners.append(self._answered)
 
     def watch(self) -> None:
         """Look at the link every `WATCH_EVERY_S` until it is closed (`problem`: the grace of
@@ -121,7 +142,8 @@ class SocketLink:
         than the grace; None while it is up, or down for less."""
         client = self._handler.client
         session = client.current_session
-        if not self._closed and session is not None and not session.closed and not client.stale:
+        up = session is not None and session is self._greeted and not session.closed
+        if not self._closed and up and not client.stale:
             if self._down_told:
                 log.info("Slack's Socket Mode connection is up again")
             self._down_since, self._down_told = None, False
@@ -157,9 +179,52 @@ class SocketLink:
         if params.response.status != 101:
             self._handler.client.wss_uri = None
 
+    async def drain(self) -> None:
+        """Answer what Slack sent before the drain, then close the socket (the first thing a
+        drain does): Slack sends what comes next to the app's other connections. What Slack
+        sent is all in once it answers a ping sent now (one connection keeps its order); the
+        envelopes in, their Bolt handling (which sends the ack) ends before the close, within
+        `ANSWERED_WITHIN_S`. Closing at once dropped the envelopes the SDK held: Slack sends
+        an event again, but a command or a click that is not acknowledged is an error shown
+        to the person, and one whose handling had begun was acted on and shown that error."""
+        try:
+            async with asyncio.timeout(ANSWERED_WITHIN_S):
+                await self._all_sent_is_in()
+                await self._all_answered.wait()
+        except TimeoutError:
+            log.warning(
+                "closing Slack's Socket Mode connection with %d envelopes not answered "
+                "within %g s: Slack shows the person an error for a command or a click "
+                "among them, and sends an event again",
+                len(self._unanswered),
+                ANSWERED_WITHIN_S,
+            )
+        await self.close()
+
+    async def _all_sent_is_in(self) -> None:
+        """Return once Slack has answered a ping sent now, or at once on a link that is down."""
+        client = self._handler.client
+        session = client.current_session
+        if session is None or session.closed:
+            return
+        sent = time.time()
+        try:
+            await session.ping(f"sdk-ping-pong:{sent}".encode())  # the SDK's own form
+        except ConnectionError:
+            return
+        # The SDK reads the pong (`last_ping_pong_time`) and tells no one: looked at.
+        while (client.last_ping_pong_time or 0.0) < sent and not session.closed:  # noqa: ASYNC110
+            await asyncio.sleep(BARRIER_POLL_S)
+
+    async def _answered(
+        self, client: AsyncBaseSocketModeClient, request: SocketModeRequest
+    ) -> None:
+        self._unanswered.discard(request.envelope_id)
+        if not self._unanswered:
+            self._all_answered.set()
+
     async def close(self) -> None:
-        """Close the socket (at the start of a drain, and at the end): Slack sends what comes
-        next to the app's other connections."""
+        """Close the socket (after a drain's answers, and at the end)."""
         if not self._closed:
             self._closed = True
             if self._watcher is not None:
@@ -177,8 +242,12 @@ class SocketLink:
             return
         if not isinstance(data, dict):
             return
-        if "envelope_id" in data:
+        if (request := SocketModeRequest.from_dict(data)) is not None:
             self._told = None  # Slack reaches the bot again
+            self._unanswered.add(request.envelope_id)
+            self._all_answered.clear()
+        elif data.get("type") == "hello":
+            self._greeted = self._handler.client.current_session
         elif data.get("type") == "disconnect":
             reason = data.get("reason")
             if reason in TOLD and reason != self._told:
