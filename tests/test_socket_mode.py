@@ -247,3 +247,22 @@ async def test_a_connection_slack_refuses_as_one_too_many_is_no_link_up(
         slack.refusals_held.set()
     assert answer.status == 503, body
     assert "Socket Mode connection has been down for 31 s" in body["reason"]
+
+
+async def test_a_revoked_app_token_is_the_sdks_error_line_once_not_one_every_five_seconds(
+    settings: Settings,  # noqa: F811
+    slack: SlackTestServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The SDK asks Slack for a new link every 5 s for ever while the app-level token is
+    refused, an ERROR line (and a traceback) each time: the same line is said once while the
+    link stays down (the bot's own line says when the replica turns unready)."""
+    clock = ManualClock(datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
+    with caplog.at_level(logging.INFO):
+        async with revoked_while_running(settings, slack, clock, asked=3):
+            pass
+    refused = [r for r in caplog.records if "token_revoked" in r.getMessage()]
+    assert refused, "the SDK's line naming Slack's answer is said"
+    assert len({r.getMessage() for r in refused}) == len(refused), [
+        r.getMessage()[:80] for r in refused
+    ]

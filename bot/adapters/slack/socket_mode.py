@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import time
 from datetime import datetime, timedelta
 
@@ -61,6 +62,27 @@ Its other reasons (`refresh_requested` every few hours, `warning`) are routine: 
 reconnects."""
 
 
+class _SaidOnce(logging.Filter):
+    """The SDK's Socket Mode ERROR lines, each said once until the link is up again: it tries
+    again every 5 s for ever (a revoked token, Slack out of reach), the same line and its
+    traceback each time."""
+
+    _SDK = os.path.join("slack_sdk", "socket_mode")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.said: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR or self._SDK not in record.pathname:
+            return True
+        message = record.getMessage()
+        if message in self.said:
+            return False
+        self.said.add(message)
+        return True
+
+
 class SocketRefused(Exception):
     """Slack refused the app-level token its first WebSocket URL (`apps.connections.open`)."""
 
@@ -106,7 +128,8 @@ class SocketLink:
     leave no request reaching the bot (`TOLD`) are one ERROR line each until Slack reaches the
     bot again. Up means a connection Slack said `hello` on: one it refuses
     (`too_many_websockets`) is open a moment, never greeted, and counts as down. A drain
-    (`drain`) answers what Slack sent before it, then closes."""
+    (`drain`) answers what Slack sent before it, then closes. The SDK's ERROR lines are each
+    said once while the link stays down."""
 
     def __init__(self, handler: AsyncSocketModeHandler, *, clock: Clock) -> None:
         self._handler = handler
@@ -117,6 +140,8 @@ class SocketLink:
         """The envelopes received whose Bolt handling (and so their ack) has not ended."""
         self._all_answered = asyncio.Event()
         self._all_answered.set()
+        self._said_once = _SaidOnce()
+        handler.client.logger.addFilter(self._said_once)
         self._down_since: datetime | None = None
         self._down_told = False
         self._told: str | None = None
@@ -232,6 +257,7 @@ class SocketLink:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._watcher
             await self._handler.close_async()  # type: ignore[no-untyped-call]
+            self._handler.client.logger.removeFilter(self._said_once)
 
     async def _message(self, message: WSMessage) -> None:
         if message.type != WSMsgType.TEXT:
@@ -248,6 +274,7 @@ class SocketLink:
             self._all_answered.clear()
         elif data.get("type") == "hello":
             self._greeted = self._handler.client.current_session
+            self._said_once.said.clear()  # up: a line said again tells a new failure
         elif data.get("type") == "disconnect":
             reason = data.get("reason")
             if reason in TOLD and reason != self._told:
