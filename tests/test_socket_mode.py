@@ -12,6 +12,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from test_app import app_of, ephemeral_answer, settings, socket_command  # noqa: F401
 
+from bot.adapters.slack import socket_mode
 from bot.adapters.slack.socket_mode import SOCKET_DOWN_GRACE
 from bot.bootstrap import create_app
 from bot.config import Settings
@@ -266,3 +267,25 @@ async def test_a_revoked_app_token_is_the_sdks_error_line_once_not_one_every_fiv
     assert len({r.getMessage() for r in refused}) == len(refused), [
         r.getMessage()[:80] for r in refused
     ]
+
+
+async def test_a_drain_whose_ping_slack_never_answers_says_so(
+    settings: Settings,  # noqa: F811
+    slack: SlackTestServer,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SIGTERM while Slack is out of reach, the connection still looking open: the drain's ping
+    goes unanswered and it closes after its bound. It said "0 envelopes not answered: Slack
+    shows the person an error for a command or a click among them", which is untrue either
+    way: what Slack sent meanwhile is not known. It says Slack did not answer."""
+    monkeypatch.setattr(socket_mode, "ANSWERED_WITHIN_S", 0.3)  # Slack's 3 s, not waited here
+    slack.pings_answered = False
+    app = app_of(settings, socket_mode=True)
+    async with TestClient(TestServer(app)):
+        await slack.wait_for(lambda: slack.socket_connected)
+        with caplog.at_level(logging.WARNING):
+            await app[READINESS].drain()
+    (told,) = [r for r in caplog.records if "Socket Mode connection" in r.getMessage()]
+    assert "Slack did not answer a ping within 0.3 s" in told.getMessage()
+    assert "among them" not in told.getMessage()

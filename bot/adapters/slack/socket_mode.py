@@ -212,18 +212,32 @@ class SocketLink:
         `ANSWERED_WITHIN_S`. Closing at once dropped the envelopes the SDK held: Slack sends
         an event again, but a command or a click that is not acknowledged is an error shown
         to the person, and one whose handling had begun was acted on and shown that error."""
+        all_in = False
         try:
             async with asyncio.timeout(ANSWERED_WITHIN_S):
                 await self._all_sent_is_in()
+                all_in = True
                 await self._all_answered.wait()
         except TimeoutError:
-            log.warning(
-                "closing Slack's Socket Mode connection with %d envelopes not answered "
-                "within %g s: Slack shows the person an error for a command or a click "
-                "among them, and sends an event again",
-                len(self._unanswered),
-                ANSWERED_WITHIN_S,
-            )
+            unanswered = len(self._unanswered)
+            if all_in:
+                log.warning(
+                    "closing Slack's Socket Mode connection with %d envelopes not answered "
+                    "within %g s: Slack shows the person an error for a command or a click "
+                    "among them, and sends an event again",
+                    unanswered,
+                    ANSWERED_WITHIN_S,
+                )
+            else:
+                log.warning(
+                    "closing Slack's Socket Mode connection: Slack did not answer a ping "
+                    "within %g s (out of reach, or slow), so what it sent before the drain "
+                    "is not known to be in (%d envelopes in were not answered); a command "
+                    "or a click not acknowledged is an error shown to the person, an event "
+                    "is sent again",
+                    ANSWERED_WITHIN_S,
+                    unanswered,
+                )
         await self.close()
 
     async def _all_sent_is_in(self) -> None:
