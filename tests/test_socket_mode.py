@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from test_app import app_of, ephemeral_answer, settings, socket_command  # noqa: F401
+from test_rerun_unconfirmed import until
 
 from bot.adapters.slack import socket_mode
 from bot.adapters.slack.socket_mode import SOCKET_DOWN_GRACE
@@ -294,3 +295,30 @@ async def test_a_drain_whose_ping_slack_never_answers_says_so(
     (told,) = [r for r in caplog.records if "Socket Mode connection" in r.getMessage()]
     assert "Slack did not answer a ping within 0.3 s" in told.getMessage()
     assert "among them" not in told.getMessage()
+
+
+async def test_an_sdk_error_line_said_again_while_the_link_stays_up_is_said_again(
+    settings: Settings,  # noqa: F811
+    slack: SlackTestServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Slack's routine refresh (`refresh_requested`) asks for a new connection: when Slack
+    fails that ask (`apps.connections.open` answers 500), the SDK says so in an ERROR line and
+    keeps the connection it has, still up. The next refresh failing so, hours later, was not
+    said: the SDK's lines were said once until a `hello`, the link down or up. A repeat is
+    dropped only while the link is down (the SDK trying again every 5 s)."""
+
+    def failed() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if "apps.connections.open" in r.getMessage()]
+
+    async with TestClient(TestServer(app_of(settings, socket_mode=True))):
+        await slack.wait_for(lambda: slack.socket_connected)
+        with caplog.at_level(logging.ERROR):
+            for refresh in (1, 2):
+                slack.fail_next("apps.connections.open", error="internal_error", status=500)
+                await slack.socket_disconnect("refresh_requested")
+                # Two lines each: the URL not retrieved, the message listeners failed.
+                await until(lambda: len(failed()) >= 2 * refresh)  # noqa: B023
+        assert slack.socket_connected
+    first, second = failed()[:2], failed()[2:]
+    assert [r.getMessage() for r in first] == [r.getMessage() for r in second]

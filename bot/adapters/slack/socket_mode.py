@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import aiohttp
@@ -63,18 +64,19 @@ reconnects."""
 
 
 class _SaidOnce(logging.Filter):
-    """The SDK's Socket Mode ERROR lines, each said once until the link is up again: it tries
+    """The SDK's Socket Mode ERROR lines, each said once while the link stays down: it tries
     again every 5 s for ever (a revoked token, Slack out of reach), the same line and its
-    traceback each time."""
+    traceback each time. While the link is `up`, each is said (a failure then is no retry)."""
 
     _SDK = os.path.join("slack_sdk", "socket_mode")
 
-    def __init__(self) -> None:
+    def __init__(self, up: Callable[[], bool]) -> None:
         super().__init__()
+        self._up = up
         self.said: set[str] = set()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.ERROR or self._SDK not in record.pathname:
+        if record.levelno < logging.ERROR or self._SDK not in record.pathname or self._up():
             return True
         message = record.getMessage()
         if message in self.said:
@@ -140,7 +142,7 @@ class SocketLink:
         """The envelopes received whose Bolt handling (and so their ack) has not ended."""
         self._all_answered = asyncio.Event()
         self._all_answered.set()
-        self._said_once = _SaidOnce()
+        self._said_once = _SaidOnce(self._up)
         handler.client.logger.addFilter(self._said_once)
         self._down_since: datetime | None = None
         self._down_told = False
@@ -165,10 +167,7 @@ class SocketLink:
     def problem(self) -> str | None:
         """Why this replica takes no Slack request, once the link has been down for longer
         than the grace; None while it is up, or down for less."""
-        client = self._handler.client
-        session = client.current_session
-        up = session is not None and session is self._greeted and not session.closed
-        if not self._closed and up and not client.stale:
+        if self._up():
             if self._down_told:
                 log.info("Slack's Socket Mode connection is up again")
             self._down_since, self._down_told = None, False
@@ -188,6 +187,13 @@ class SocketLink:
             log.error("%s", reason)
             self._down_told = True
         return reason
+
+    def _up(self) -> bool:
+        """Whether the link is up: open, and on a connection Slack said `hello` on."""
+        client = self._handler.client
+        session = client.current_session
+        greeted = session is not None and session is self._greeted and not session.closed
+        return not self._closed and greeted and not client.stale
 
     def tracing(self) -> aiohttp.TraceConfig:
         """Tracing for the session the SDK opens the socket with: a handshake Slack answers
