@@ -6,20 +6,25 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from dataclasses import replace as replaced
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import delete, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.domain.freeze import LaneHold, override_kind, roll_back_kind
-from bot.services.records import NewAuditEvent, NewMessage, Told
+from bot.services.records import NewAuditEvent, NewMessage, NewTimer, Told
 from storage.audit_log import audit_row
 from storage.db import ServiceStore, from_row, insert_new
-from storage.models import LaneHoldRow, RolloutRow
+from storage.models import LaneHoldRow, RolloutRow, TimerRow
 from storage.outbox import enqueue
 
 
 def _untold(_: list[LaneHold]) -> Sequence[NewMessage]:
     return ()
+
+
+def _no_timer(*_: LaneHold) -> NewTimer | None:
+    return None
 
 
 class LaneHoldStore(ServiceStore):
@@ -57,11 +62,13 @@ class LaneHoldStore(ServiceStore):
         *,
         now: datetime,
         told: Told = _untold,
+        timer: Callable[[LaneHold, LaneHold], NewTimer | None] = _no_timer,
     ) -> list[LaneHold]:
         """Take each of `holds` (each its own service's) as `take(later=True)` does, and write
-        the audit event `audited(asked, stored)` of each and the outbox messages `told(stored)`,
-        all in ONE transaction: an error (a database failure, an event that cannot be written)
-        takes none and writes none. The holds stored afterwards, in the order of `holds`."""
+        the audit event `audited(asked, stored)` of each, its service's timer `timer(asked,
+        stored)` if any, and the outbox messages `told(stored)`, all in ONE transaction: an
+        error (a database failure, an event that cannot be written) takes none and writes
+        none. The holds stored afterwards, in the order of `holds`."""
         async with self._sessions.begin() as session:
             stored = []
             for hold in holds:
@@ -69,6 +76,8 @@ class LaneHoldStore(ServiceStore):
                     raise ValueError(f"a hold of {hold.service} given to {self._service}'s lane")
                 in_force = await _take(session, hold, later=True)
                 session.add(audit_row(audited(hold, in_force), service=hold.service))
+                if (new := timer(hold, in_force)) is not None:
+                    await session.execute(_timer_insert(session, new, hold.service, now))
                 stored.append(in_force)
             await enqueue(session, told(stored), now=now)
             await session.flush()  # an event that cannot be written fails here, in the transaction
@@ -140,6 +149,20 @@ class LaneHoldStore(ServiceStore):
                 delete(LaneHoldRow).where(ended, *self._scope).returning(LaneHoldRow.kind)
             )
             return len(removed.all())
+
+
+def _timer_insert(session: AsyncSession, timer: NewTimer, service: str, now: datetime) -> Any:
+    """The INSERT of `timer`, of `service` and no rollout, once per key."""
+    values = {
+        "key": timer.key,
+        "kind": timer.kind,
+        "service": service,
+        "due_at": timer.due_at,
+        "payload": dict(timer.payload),
+        "attempts": 0,
+        "created_at": now,
+    }
+    return insert_new(session, TimerRow, values, unique=TimerRow.key)
 
 
 async def _take(

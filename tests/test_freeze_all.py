@@ -6,7 +6,7 @@ channel, search has its own; BILLING_APPROVER approves billing-api only."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,10 +15,12 @@ import pytest
 from figures import passing_sandbox
 from replicas import replica_sessions
 from sandbox_views import command_body
+from sqlalchemy.exc import OperationalError
 from test_services import BILLING_APPROVER, SEARCH_CHANNEL, SERVICES
 
 from bot.domain.errors import InvalidCommand
-from bot.domain.freeze import LANE_FREEZE, LaneHold
+from bot.domain.freeze import LANE_FREEZE, Frozen, LaneHold
+from bot.domain.rollout import Rollout
 from bot.domain.rollout_command import Freeze, Lock, Unfreeze, parse_command
 from bot.services.records import NewAuditEvent
 from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER, SLACK_SIGNING_SECRET
@@ -254,6 +256,46 @@ async def test_each_services_scheduled_dispatch_is_told_of_freeze_all_and_its_li
     said = await told_in_search_thread(box, "lifted the freeze")
     assert f"<@{RELEASE_MANAGER}> lifted the freeze by <@{RELEASE_MANAGER}> (INC-9" in said, said
     assert await frozen_services(holds) == []
+
+
+def thread_replies(box: Sandbox, channel: str, needle: str) -> list[str]:
+    """The replies saying `needle` in the threads of the preflight cards in `channel`."""
+    cards = [m for m in box.slack.messages(channel) if "Preflight:" in m.rendered]
+    return [r.rendered for card in cards for r in card.replies if needle in r.rendered]
+
+
+async def test_a_fault_telling_one_services_threads_leaves_every_thread_told_once(
+    box: Sandbox, holds: LaneHoldStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database fails once as relay's scheduled dispatches are read, after every freeze was
+    saved. The person is told the freezes are in force (they are); relay's thread is told once
+    (retried), and search's, after relay's, once. Before, the answer was an error and search's
+    thread was never told its dispatch would be held."""
+    for name, channel in (("relay", RELEASE_CHANNEL), ("search", SEARCH_CHANNEL)):
+        started = await box.command(
+            f'start {name} v3.0.0 --flags-ready --at "tomorrow 09:00"', channel=channel
+        )
+        assert "dispatch scheduled for" in started, started
+    relay = box.services  # the first service's
+    assert relay.service.name == "relay"
+    held_then, failed = relay.lane.held_then, []
+
+    async def failing_once(rollouts: Sequence[Rollout]) -> dict[str, Frozen]:
+        if not failed:
+            failed.append(True)
+            raise OperationalError("SELECT lane_holds", {}, ConnectionResetError("reset"))
+        return await held_then(rollouts)
+
+    monkeypatch.setattr(relay.lane, "held_then", failing_once)
+    said = await box.command("freeze --all 48h INC-9 outage")
+    assert f"<@{RELEASE_MANAGER}> froze deploys of every service" in said, said
+    assert failed and await frozen_services(holds) == sorted(NAMES)
+    await box.pass_time(timedelta(minutes=5))  # relay's telling is retried
+    for channel in (RELEASE_CHANNEL, SEARCH_CHANNEL):
+        await box.slack.wait_for(lambda c=channel: bool(thread_replies(box, c, "will be held")))
+    await box.pass_time(timedelta(minutes=5))
+    for channel in (RELEASE_CHANNEL, SEARCH_CHANNEL):
+        assert len(thread_replies(box, channel, "will be held then")) == 1, channel
 
 
 @pytest.mark.parametrize(
