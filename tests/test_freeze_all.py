@@ -20,15 +20,18 @@ from test_services import BILLING_APPROVER, SEARCH_CHANNEL, SERVICES
 
 from bot.domain.errors import InvalidCommand
 from bot.domain.freeze import LANE_FREEZE, Frozen, LaneHold
+from bot.domain.freeze_all import FREEZE_ALL_TOLD_TIMER
 from bot.domain.rollout import Rollout
 from bot.domain.rollout_command import Freeze, Lock, Unfreeze, parse_command
-from bot.services.records import NewAuditEvent
+from bot.services.freeze_all_told import tell_scheduled_later
+from bot.services.records import NewAuditEvent, NewTimer
 from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER, SLACK_SIGNING_SECRET
 from sandbox.harness import LOOK_AGAIN, Sandbox
 from sandbox.signing import slack_signature_headers
 from storage.audit_log import AuditLog
 from storage.lane_holds import LaneHoldStore
 from storage.outbox import OutboxStore
+from storage.timers import TimerStore
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 NAMES = ["relay", "billing-api", "search"]
@@ -188,9 +191,18 @@ async def test_unfreeze_all_lifts_every_freeze_each_audited(
 
 async def test_every_services_hold_and_event_are_one_transaction(database_url: str) -> None:
     """An event that cannot be written for the second service: no service is frozen, and no
-    event is kept (not two services frozen and the third left open)."""
+    event nor timer telling its threads is kept (not two services frozen and the third left
+    open). Written, each service whose freeze was stored as asked has its timer."""
     async with replica_sessions(database_url, 1) as (sessions,):
-        store, audit = LaneHoldStore(sessions), AuditLog(sessions)
+        store, audit, timers = LaneHoldStore(sessions), AuditLog(sessions), TimerStore(sessions)
+
+        def timer(asked: LaneHold, in_force: LaneHold) -> NewTimer | None:
+            return tell_scheduled_later(asked) if in_force == asked else None
+
+        async def told_later() -> list[str | None]:
+            due = await timers.of_kind(kind=FREEZE_ALL_TOLD_TIMER, due_since=NOW)
+            return sorted(t.service for t in due)
+
         until = NOW + timedelta(hours=2)
         holds = [LaneHold(LANE_FREEZE, "U1", "INC-9", NOW, until, service=n) for n in NAMES]
         written: list[str] = []
@@ -202,18 +214,20 @@ async def test_every_services_hold_and_event_are_one_transaction(database_url: s
             return NewAuditEvent(at=NOW, actor="U1", action="command:freeze", result="ok")
 
         with pytest.raises(RuntimeError):
-            await store.take_all(holds, audited, now=NOW)
+            await store.take_all(holds, audited, now=NOW, timer=timer)
         assert await store.current() == []
         assert await audit.list_for_actor("U1") == []
+        assert await told_later() == []
 
         def fine(asked: LaneHold, in_force: LaneHold) -> NewAuditEvent:
             return NewAuditEvent(at=NOW, actor="U1", action="command:freeze", result="ok")
 
         longer = LaneHold(LANE_FREEZE, "U2", "holidays", NOW, until + timedelta(days=1))
         await LaneHoldStore(sessions, service="search").take(longer)
-        stored = await store.take_all(holds, fine, now=NOW)
+        stored = await store.take_all(holds, fine, now=NOW, timer=timer)
         assert [hold.actor for hold in stored] == ["U1", "U1", "U2"]  # never shortened
         assert len(await audit.list_for_actor("U1")) == 3
+        assert await told_later() == ["billing-api", "relay"]  # search's freeze was U2's
 
         def lifted(removed: LaneHold) -> NewAuditEvent:
             raise RuntimeError("the database went away")
