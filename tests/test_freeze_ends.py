@@ -316,8 +316,9 @@ async def test_a_fault_as_an_unfreeze_cancels_the_lifted_freezes_watch_tells_the
             return ConnectionResetError("reset") if cancelling else None
 
         with failing(cancels) as failed:
-            await box.command("unfreeze", user=OTHER)
+            said = await box.command("unfreeze", user=OTHER)
         assert failed
+        assert "`/rollout status` shows the release lane" in said, said  # it has no card
         await box.pass_time(4 * WINDOW)  # the window and the lifted freeze both ended
         await box.slack.wait_for(lambda: bool(told(card, ENDED)))
         # Every watch fired (the clock is not moved while one still posts its reply).
