@@ -272,6 +272,24 @@ async def test_each_services_scheduled_dispatch_is_told_of_freeze_all_and_its_li
     assert await frozen_services(holds) == []
 
 
+async def test_freeze_all_tells_the_threads_at_once_not_at_the_schedulers_next_look(
+    tmp_path: Path,
+) -> None:
+    """The timer telling the threads wakes this replica's scheduler as it is written: a
+    thread is told at once, not at the scheduler's next look (a poll interval, here a
+    minute, after the person's answer)."""
+    async with passing_sandbox(
+        tmp_path, rollout_services=SERVICES, skip_windows=False, poll_interval=60
+    ) as box:
+        started = await box.command(
+            'start v3.0.0 --flags-ready --at "tomorrow 09:00"', channel=SEARCH_CHANNEL
+        )
+        assert "dispatch scheduled for" in started, started
+        await box.command("freeze --all 48h INC-9 outage")
+        async with asyncio.timeout(10):
+            await told_in_search_thread(box, "will be held then")
+
+
 def thread_replies(box: Sandbox, channel: str, needle: str) -> list[str]:
     """The replies saying `needle` in the threads of the preflight cards in `channel`."""
     cards = [m for m in box.slack.messages(channel) if "Preflight:" in m.rendered]
