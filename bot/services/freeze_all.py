@@ -10,7 +10,8 @@ each service's hold and its audit event (`command:freeze` with `all`) are writte
 transaction (`LaneHolds.take_all`): a failure freezes nothing. Each service's scheduled
 dispatches it will hold are told in their threads as one service's freeze tells them, by a
 timer written in that transaction (`bot.services.freeze_all_told`): a failure or a crash after
-it delays them, never loses nor repeats them. For an unfreeze each rollout it held is told.
+it delays them (retried, as any timer), never repeats them. For an unfreeze each rollout it
+held is told.
 Each other release channel (for an unfreeze, each whose services had a freeze lifted) is told
 once, by a notice of the services released there (`bot.domain.freeze_all`) written to the
 outbox in that same transaction: a crash after it still tells them (any replica delivers it),

@@ -1,8 +1,8 @@
 """The threads of the scheduled dispatches a `/rollout freeze --all` will hold, told by a durable
 timer (`FREEZE_ALL_TOLD_TIMER`, one per service) written in the same transaction as the freezes
 (`bot.services.freeze_all`): a failure, a crash or a restart once the freezes are saved delays
-the telling (the scheduler retries it, on any replica), never loses it, and each thread is told
-once (its claim and its reply are one write)."""
+the telling (the scheduler retries it, on any replica), and each thread is told once (its claim
+and its reply are one write)."""
 
 from __future__ import annotations
 
@@ -55,8 +55,9 @@ class FreezeAllTold:
             await effects.outbox.send(said, written=True)
 
     async def on_timer_dead(self, timer: Timer, *, reason: Reason) -> None:
-        """Nothing waits on it (the freeze holds the dispatches all the same, and `/rollout
-        status` shows it): the log says which threads' telling gave up."""
+        """Nothing waits on it (the freeze holds the dispatches all the same, `/rollout status`
+        shows it, and an untold thread is told at its dispatch's time, when the freeze holds
+        it): the log says which threads' telling gave up."""
         log.error(
             "the freeze --all timer %s gave up telling its threads: %s", timer.key, reason.text
         )
