@@ -6,7 +6,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from dataclasses import replace as replaced
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import delete, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,8 +14,9 @@ from bot.domain.freeze import LaneHold, override_kind, roll_back_kind
 from bot.services.records import NewAuditEvent, NewMessage, NewTimer, Told
 from storage.audit_log import audit_row
 from storage.db import ServiceStore, from_row, insert_new
-from storage.models import LaneHoldRow, RolloutRow, TimerRow
+from storage.models import LaneHoldRow, RolloutRow
 from storage.outbox import enqueue
+from storage.timers import new_timer_insert
 
 
 def _untold(_: list[LaneHold]) -> Sequence[NewMessage]:
@@ -77,7 +77,9 @@ class LaneHoldStore(ServiceStore):
                 in_force = await _take(session, hold, later=True)
                 session.add(audit_row(audited(hold, in_force), service=hold.service))
                 if (new := timer(hold, in_force)) is not None:
-                    await session.execute(_timer_insert(session, new, hold.service, now))
+                    await session.execute(
+                        new_timer_insert(session, new, service=hold.service, now=now)
+                    )
                 stored.append(in_force)
             await enqueue(session, told(stored), now=now)
             await session.flush()  # an event that cannot be written fails here, in the transaction
@@ -149,20 +151,6 @@ class LaneHoldStore(ServiceStore):
                 delete(LaneHoldRow).where(ended, *self._scope).returning(LaneHoldRow.kind)
             )
             return len(removed.all())
-
-
-def _timer_insert(session: AsyncSession, timer: NewTimer, service: str, now: datetime) -> Any:
-    """The INSERT of `timer`, of `service` and no rollout, once per key."""
-    values = {
-        "key": timer.key,
-        "kind": timer.kind,
-        "service": service,
-        "due_at": timer.due_at,
-        "payload": dict(timer.payload),
-        "attempts": 0,
-        "created_at": now,
-    }
-    return insert_new(session, TimerRow, values, unique=TimerRow.key)
 
 
 async def _take(

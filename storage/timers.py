@@ -33,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.domain.service import DEFAULT_SERVICE
-from bot.services.records import NewMessage, Timer
+from bot.services.records import NewMessage, NewTimer, Timer
 from storage.db import ServiceStore, from_row, insert_new, rows_changed
 from storage.leases import LeasedRows, ServerOffset, same_clock
 from storage.models import RolloutRow, TimerRow
@@ -45,6 +45,21 @@ def pending_timer() -> ColumnElement[bool]:
     return and_(
         TimerRow.fired_at.is_(None), TimerRow.cancelled_at.is_(None), TimerRow.dead_at.is_(None)
     )
+
+
+def new_timer_insert(session: AsyncSession, timer: NewTimer, *, service: str, now: datetime) -> Any:
+    """The INSERT of `timer`, of `service` and no rollout, written at `now`: once per key (a
+    second is a no-op), in the caller's transaction."""
+    values = {
+        "key": timer.key,
+        "kind": timer.kind,
+        "service": service,
+        "due_at": timer.due_at,
+        "payload": dict(timer.payload),
+        "attempts": 0,
+        "created_at": now,
+    }
+    return insert_new(session, TimerRow, values, unique=TimerRow.key)
 
 
 def _of(kinds: Collection[str] | None) -> ColumnElement[bool]:
