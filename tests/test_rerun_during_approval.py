@@ -177,3 +177,35 @@ async def test_two_replicas_whose_approval_a_re_run_overtook_tell_it_once(
         await box.pass_time(timedelta(minutes=2))
         thread = box.thread()
         assert sum("may have approved" in line for line in thread) == 1, thread
+
+
+async def test_an_approval_taken_before_a_re_run_of_every_job_is_told_as_a_plain_re_run(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GitHub took the bot's approval of the last stage on attempt 1; before the bot read the
+    attempt back, a person cancelled the run and re-ran every job (attempt 2, waiting at its
+    first stages, far from the last one). Nothing of attempt 2 waited at the last stage, so
+    the approval cannot have reached it: the thread says the run was re-run, as any re-run
+    not followed, and not that the approval may have approved attempt 2's job there, nor that
+    that job "no longer waits" (it never waited)."""
+    async with token_box(tmp_path, database_url) as box:
+        await ga_held_by_github(box, REVIEWS)
+        run = box.github.run((await box.rollout()).run_id or 0)
+        effects = box.services.rollouts.effects
+        latest_attempt = effects.github.latest_attempt
+
+        async def rerun_before_the_read_back(run_id: int) -> int:
+            box.github.engine.cancel(run.id)
+            box.github.engine.rerun(run.id, by="octocat")
+            box.github.engine.process()
+            return await latest_attempt(run_id)
+
+        monkeypatch.setattr(effects.github, "latest_attempt", rerun_before_the_read_back)
+        box.github.clear_faults()
+
+        told = await box.wait_for_thread("does not follow a re-run")
+        assert "may have approved" not in told, told
+        await box.pass_time(timedelta(minutes=2))
+        thread = box.thread()
+        assert not any("may have approved" in line for line in thread), thread
+        assert (await box.rollout()).phase is Phase.ENDED

@@ -160,7 +160,8 @@ async def tell_overtaken(
         now = await effects.get(rollout.id)
         decision = machine.approval_overtaken(now, plan, snapshot, effects.clock(), review)
         if decision.rollout != now:
-            return await effects.apply(now, decision, plan, audit=[audit])
+            # Audited only as told so: not when the approval reached the followed attempt.
+            return await effects.apply(now, decision, plan, audit=[audit] if said else [])
         trail = await effects.audit.list_for_rollout(rollout.id)
         if said and now.attempt == snapshot.attempt and all(e.action != OVERTAKEN for e in trail):
             # Another replica that sent the same approval may be here too: the line's claim
