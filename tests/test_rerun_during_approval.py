@@ -60,6 +60,24 @@ def another_replica_looks_first(box: Sandbox) -> Callable[[int], Awaitable[int]]
     return read_back
 
 
+async def rerun_while_posted(box: Sandbox, approvals: str) -> str:
+    """GitHub fails the bot's approvals no more, and holds the next one (`approvals`: its
+    endpoint) unanswered while a person cancels the run and re-runs the job it approves
+    (attempt 2, waiting at the same environment); then answers it. Its environment."""
+    run = box.github.run((await box.rollout()).run_id or 0)
+    posted = box.github.hold("POST", approvals)
+    box.github.clear_faults()
+    await box.wait_until(lambda _: box.github.holding == 1)
+    environment = held_environment(box, box.github.held_bodies[0])
+    _, job = LAST[environment]
+    box.github.engine.cancel(run.id)
+    box.github.engine.rerun_job(run.id, run.job(job).id, by="octocat")
+    box.github.engine.process()
+    assert (run.attempt, run.job(job).status) == (2, "waiting")
+    posted.set()
+    return environment
+
+
 @pytest.mark.parametrize(
     ("box_of", "approvals"),
     [(token_box, REVIEWS), (rule_box, CALLBACK)],
@@ -77,16 +95,8 @@ async def test_an_approval_a_re_run_overtook_on_its_way_is_told_once(
     async with box_of(tmp_path, database_url) as box:
         await ga_held_by_github(box, approvals)
         run = box.github.run((await box.rollout()).run_id or 0)
-        posted = box.github.hold("POST", approvals)
-        box.github.clear_faults()
-        await box.wait_until(lambda _: box.github.holding == 1)
-        environment = held_environment(box, box.github.held_bodies[0])
+        environment = await rerun_while_posted(box, approvals)
         label, job = LAST[environment]
-        box.github.engine.cancel(run.id)
-        box.github.engine.rerun_job(run.id, run.job(job).id, by="octocat")
-        box.github.engine.process()
-        assert (run.attempt, run.job(job).status) == (2, "waiting")
-        posted.set()
         ended = await box.wait_until(lambda r: r.phase is Phase.ENDED)
 
         assert ended.attempt == 2
@@ -108,18 +118,9 @@ async def test_an_overtaken_approval_is_told_after_another_replicas_look_ended_t
     still told, once, that the bot's approval may have reached attempt 2."""
     async with token_box(tmp_path, database_url) as box:
         await ga_held_by_github(box, REVIEWS)
-        run = box.github.run((await box.rollout()).run_id or 0)
         effects = box.services.rollouts.effects
         monkeypatch.setattr(effects.github, "latest_attempt", another_replica_looks_first(box))
-        posted = box.github.hold("POST", REVIEWS)
-        box.github.clear_faults()
-        await box.wait_until(lambda _: box.github.holding == 1)
-        environment = held_environment(box, box.github.held_bodies[0])
-        _, job = LAST[environment]
-        box.github.engine.cancel(run.id)
-        box.github.engine.rerun_job(run.id, run.job(job).id, by="octocat")
-        box.github.engine.process()
-        posted.set()
+        environment = await rerun_while_posted(box, REVIEWS)
 
         told = await box.wait_for_thread("may have approved")
         assert f"`{environment}` on attempt 2" in told, told
@@ -140,7 +141,6 @@ async def test_two_replicas_whose_approval_a_re_run_overtook_tell_it_once(
     The thread is told once (the claim of the line, any replica, PostgreSQL or SQLite)."""
     async with token_box(tmp_path, database_url) as box:
         await ga_held_by_github(box, REVIEWS)
-        run = box.github.run((await box.rollout()).run_id or 0)
         effects = box.services.rollouts.effects
         telling = contextvars.ContextVar("telling", default=False)
         both_read = asyncio.Barrier(2)
@@ -156,22 +156,17 @@ async def test_two_replicas_whose_approval_a_re_run_overtook_tell_it_once(
         tell_overtaken = effect_runner.tell_overtaken
 
         async def two_replicas(*args: Any) -> Any:
-            telling.set(True)
-            first, _ = await asyncio.gather(tell_overtaken(*args), tell_overtaken(*args))
+            told = telling.set(True)
+            try:
+                first, _ = await asyncio.gather(tell_overtaken(*args), tell_overtaken(*args))
+            finally:
+                telling.reset(told)
             return first
 
         monkeypatch.setattr(effects.github, "latest_attempt", another_replica_looks_first(box))
         monkeypatch.setattr(effects.audit, "list_for_rollout", read_side_by_side)
         monkeypatch.setattr(effect_runner, "tell_overtaken", two_replicas)
-        posted = box.github.hold("POST", REVIEWS)
-        box.github.clear_faults()
-        await box.wait_until(lambda _: box.github.holding == 1)
-        environment = held_environment(box, box.github.held_bodies[0])
-        _, job = LAST[environment]
-        box.github.engine.cancel(run.id)
-        box.github.engine.rerun_job(run.id, run.job(job).id, by="octocat")
-        box.github.engine.process()
-        posted.set()
+        await rerun_while_posted(box, REVIEWS)
 
         await box.wait_for_thread("may have approved")
         await box.pass_time(timedelta(minutes=2))
