@@ -64,6 +64,7 @@ from bot.services.effects import WINDOW_TIMER, dispatch_timer
 from bot.services.freeze_all_told import tell_scheduled_later
 from bot.services.npm_release import CLAIM_ACTION, MessageRef, ReleaseLook, release_claim_key
 from bot.services.records import NewMessage, NewTimer, Timer
+from bot.services.reviews import OVERTAKEN, overtaken_key
 from bot.services.scheduled_starts import _scheduled_at
 from bot.services.unconfirmed_rules import Unconfirmed, _timer
 from bot.services.window_ends import _window
@@ -509,6 +510,11 @@ CLAIMS = Family(
             "told_once:channel_refused:lost",
             ("C1", "C9", 4, 2),
             lambda v: {"key": refusal_told_key(*v), "action": REFUSAL_TOLD},
+        ),
+        Sample(
+            "approval_overtaken",
+            (RID, 2),
+            lambda v: {"key": overtaken_key(*v), "action": OVERTAKEN},
         ),
         Sample("lane:override", RID, override_kind),
         Sample("lane:rollback", RID, roll_back_kind),
