@@ -17,6 +17,7 @@ import logging
 from collections.abc import Iterable
 from datetime import timedelta
 from email.utils import format_datetime
+from typing import Any
 
 from aiohttp import web
 
@@ -135,6 +136,7 @@ class GitHubSimulator(RequestPipeline, LoopbackServer, SimRepository):
         self._faults = FaultPlan()
         self._holds = []
         self.holding = 0
+        self.held_bodies: list[Any] = []
         self.fault_delay = fault_delay
         """Seconds a `timeout` fault holds its answer (longer than the client's timeout)."""
         self.retry_after = retry_after
