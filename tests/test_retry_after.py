@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from bot.adapters.slack.delivery import retry_after
 from bot.domain.retry_after import retry_after_seconds
 
 ANSWERED = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -24,9 +25,19 @@ ANSWERED = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
         ("soon", None),
         ("-5", None),
         ("1.5", None),
+        ("100000000000000", 3600.0),  # an hour at the most: no date holds that wait
+        ("Fri, 31 Dec 9999 23:59:59 GMT", 3600.0),
     ],
 )
 def test_retry_after_is_read_as_seconds_or_as_a_date_from_the_answer(
     said: str, wait: float | None
 ) -> None:
     assert retry_after_seconds(said, now=ANSWERED) == wait
+
+
+@pytest.mark.parametrize(
+    ("said", "wait"),
+    [("2.5", 2.5), ("1e400", 1.0), ("inf", 1.0), ("nan", 1.0), ("86400", 3600.0), ("-3", 0.0)],
+)
+def test_slacks_retry_after_keeps_its_fraction_within_an_hour(said: str, wait: float) -> None:
+    assert retry_after({"Retry-After": said}) == wait

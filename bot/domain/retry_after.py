@@ -7,6 +7,11 @@ from email.utils import parsedate_to_datetime
 
 from bot.domain.text import whole_number
 
+LONGEST_WAIT = 3600.0
+"""The longest wait the bot takes from a `Retry-After`, in seconds: an hour (GitHub's rate
+limits reset within one, Slack's and the metrics backends' within a minute). A longer one (a
+proxy's bug, a date no clock reaches) is waited an hour, then asked again."""
+
 
 def http_date(text: str) -> datetime | None:
     """`text` as an HTTP-date (a `Date`, a `Retry-After`; always GMT), or None."""
@@ -19,10 +24,11 @@ def http_date(text: str) -> datetime | None:
 
 def retry_after_seconds(text: str, *, now: datetime) -> float | None:
     """Seconds a `Retry-After` asks to wait: its seconds, or from `now` until its date (none
-    once past); None when it says neither. `now` is the answer's own `Date` when readable
-    (the server's clock, which its date is on), else the bot's clock."""
+    once past), `LONGEST_WAIT` at the most; None when it says neither. `now` is the answer's
+    own `Date` when readable (the server's clock, which its date is on), else the bot's
+    clock."""
     if (seconds := whole_number(text)) is not None:
-        return float(seconds)
+        return min(float(seconds), LONGEST_WAIT)
     if (until := http_date(text)) is None:
         return None
-    return max(0.0, (until - now).total_seconds())
+    return min(max(0.0, (until - now).total_seconds()), LONGEST_WAIT)
