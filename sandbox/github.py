@@ -65,7 +65,7 @@ class GitHubSimulator(RequestPipeline, LoopbackServer, SimRepository):
         default_branch: str = "main",
         tick: float = 0.05,
         fault_delay: float = 2.0,
-        retry_after: int = 1,
+        retry_after: int | str = 1,
         app: SandboxApp | None = None,
         variation: GitHubVariation | None = None,
     ) -> None:
@@ -140,7 +140,7 @@ class GitHubSimulator(RequestPipeline, LoopbackServer, SimRepository):
         self.fault_delay = fault_delay
         """Seconds a `timeout` fault holds its answer (longer than the client's timeout)."""
         self.retry_after = retry_after
-        """The `Retry-After` seconds of a secondary rate limit."""
+        """The `Retry-After` of a secondary rate limit: seconds, or an HTTP-date."""
 
     def add_repository(
         self,

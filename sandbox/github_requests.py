@@ -86,7 +86,7 @@ class RequestPipeline:
     requests: list[RecordedRequest]
     rate_limit_remaining: int
     fault_delay: float
-    retry_after: int
+    retry_after: int | str
     variation: GitHubVariation | None
     _api_path: str
     _forced: list[ForcedFailure]

@@ -8,6 +8,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator
 from contextlib import closing
+from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
@@ -211,6 +212,21 @@ def test_a_request_interrupted_by_a_database_blip_is_told_the_truth_without_a_tr
     assert "connection was closed" in line.getMessage() and "BEGIN" not in line.getMessage()
 
 
+@pytest.mark.parametrize(
+    "typed", ["freeze --all 2h INC-9 outage", "unfreeze", "lock maintenance", "unlock"]
+)
+def test_an_interrupted_lane_command_is_pointed_at_the_status_not_at_a_card(typed: str) -> None:
+    """A freeze, an unfreeze, a lock or an unlock has no card: the person is sent to
+    `/rollout status`, which shows the lane as it is (they were told to look at "the card")."""
+    lost = OperationalError("BEGIN", {}, ConnectionResetError("connection was closed"))
+
+    text, _ = explain(lost, {"command": "/rollout", "text": typed})
+
+    assert "cannot tell whether it went through" in text and "card" not in text
+    assert "`/rollout status`" in text
+    assert explain(lost, {"command": "/rollout", "text": "promote"})[0] == INTERRUPTED
+
+
 def test_a_request_held_up_by_a_busy_database_is_not_told_the_connection_was_lost(
     tmp_path: Path,
 ) -> None:
@@ -241,3 +257,25 @@ def test_an_unexpected_error_gets_a_reference_that_its_logged_traceback_carries(
     assert line.levelname == "ERROR" and line.exc_info is not None
     reference = text.split("`")[1]
     assert reference in line.getMessage() and "/rollout" in line.getMessage()
+
+
+async def test_a_retry_after_of_ages_pauses_the_channel_an_hour_not_the_outbox(
+    sandbox: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A `Retry-After` no date can hold (a proxy's bug, a misread header) pauses the channel for
+    the longest wait the bot takes from one, an hour, and asks again then: the outbox takes it
+    as it takes any rate limit, instead of failing on a date past the year 9999."""
+    value = await holding(sandbox)
+    sandbox.slack.fail_next("chat.postMessage", error="ratelimited", status=429, retry_after=10**14)
+
+    assert await sandbox.click("promote", value=value) is None
+    async with asyncio.timeout(10):
+        while not any(c.response.get("error") == "ratelimited" for c in sandbox.slack.calls):
+            await sandbox.slack.changed(timeout=LOOK_AGAIN)
+    await sandbox.pass_time(timedelta(minutes=59))
+    assert not any(PROMOTED in line for line in sandbox.thread())
+    await sandbox.pass_time(timedelta(minutes=2))
+    await sandbox.wait_for_thread(PROMOTED)
+    waits = [r.message for r in caplog.records if r.name == "bot.services.outbox"]
+    assert any("the channel waits until" in line for line in waits), waits
+    assert not any("left to the outbox loop" in line for line in waits), waits

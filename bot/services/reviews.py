@@ -26,6 +26,7 @@ from bot.domain.plan import RolloutPlan
 from bot.domain.protection_rules import RuleRequest
 from bot.domain.rollout import Announce, Review, Rollout
 from bot.domain.rollout.events import ApprovalOvertaken
+from bot.services.outbox_messages import told
 from bot.services.ports import ReviewAhead, ReviewState
 from bot.services.records import BOT
 
@@ -35,7 +36,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OVERTAKEN = "approval_overtaken"
-"""The audit action of an ending told as an approval a re-run overtook (`tell_overtaken`)."""
+"""The audit action of an ending told as an approval a re-run overtook (`tell_overtaken`), and
+the action of the claim of that line told after another replica's ending (`overtaken_key`)."""
+
+
+def overtaken_key(rollout_id: str, attempt: int) -> str:
+    """The claim that the rollout's thread was told its approval a re-run (`attempt`)
+    overtook, after another replica's look ended the rollout first: once, any replica."""
+    return f"{OVERTAKEN}:{rollout_id}:{attempt}"
 
 
 async def send_review(
@@ -138,7 +146,8 @@ async def tell_overtaken(
     """End the rollout whose approval `review` a re-run overtook (`overtaken`), its thread
     told so once: the ending is saved with it. One another replica's look ended first (as a
     re-run not followed) is told it as well, unless that ending was this same one
-    (`approval_overtaken` in the audit trail). The rollout after."""
+    (`approval_overtaken` in the audit trail), once however many replicas read the re-run back
+    (the line's claim). The rollout after."""
     assert rollout.run_id is not None
     try:
         snapshot = await effects.read_run(rollout.run_id)
@@ -158,11 +167,18 @@ async def tell_overtaken(
         now = await effects.get(rollout.id)
         decision = machine.approval_overtaken(now, plan, snapshot, effects.clock(), review)
         if decision.rollout != now:
-            return await effects.apply(now, decision, plan, audit=[audit])
+            # Audited only as told so: not when the approval reached the followed attempt.
+            return await effects.apply(now, decision, plan, audit=[audit] if said else [])
         trail = await effects.audit.list_for_rollout(rollout.id)
         if said and now.attempt == snapshot.attempt and all(e.action != OVERTAKEN for e in trail):
-            await effects.record(audit)
-            await effects.tell(now, said[0])
+            # Another replica that sent the same approval may be here too: the line's claim
+            # and the line in one transaction, by whichever comes first.
+            line = told(now, said[0], notifications=plan.notifications, failure=True)
+            once = overtaken_key(rollout.id, snapshot.attempt)
+            clock = effects.clock()
+            if await effects.outbox.store.add_once(line, once=once, now=clock, action=OVERTAKEN):
+                await effects.record(audit)
+                await effects.outbox.send(line, written=True)
         return now
 
     return await effects.serialised(rollout.id, end)

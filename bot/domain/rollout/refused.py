@@ -112,7 +112,7 @@ def still_refused(rollout: Rollout, plan: RolloutPlan, snapshot: RunSnapshot) ->
     def waits(environment: str) -> bool:
         return any(
             (job := snapshot.job(name)) is not None and job.status is JobStatus.WAITING
-            for name in _jobs_at(plan, environment)
+            for name in jobs_at(plan, environment)
         )
 
     kept = tuple(environment for environment in rollout.refused_approvals if waits(environment))
@@ -122,7 +122,8 @@ def still_refused(rollout: Rollout, plan: RolloutPlan, snapshot: RunSnapshot) ->
     return replace(rollout, refused_approvals=kept, unreviewed_since=failed)
 
 
-def _jobs_at(plan: RolloutPlan, environment: str) -> list[str]:
+def jobs_at(plan: RolloutPlan, environment: str) -> list[str]:
+    """The jobs of the plan that deploy to `environment` (a stage's, a failure job's)."""
     wanted = environment.casefold()
     at: list[tuple[str, str]] = []
     for track in plan.tracks.values():
