@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 from figures import every_gate_passes
 from sandbox_views import dispatched, reviews, stage_state
+from test_reevaluate_races import reevaluate, turning_bad
 
-from bot.domain.rollout import StageState, TrackState
-from sandbox.config import REPOSITORY
+from bot.domain.rollout import Rollout, StageState, TrackState
+from sandbox.config import RELEASE_MANAGER, REPOSITORY
 from sandbox.harness import Sandbox, fast_plan
 
 pytestmark = pytest.mark.story
@@ -107,3 +109,70 @@ async def test_a_stop_never_waits_for_a_look_another_stop_overtook(
             for answered in held:
                 answered.set()
         assert "Rolling back" in await rollback
+
+
+def figures_answered_once_set(
+    box: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> tuple[asyncio.Event, asyncio.Event, list[TrackState]]:
+    """The gate's reads of the figures (a Re-evaluate's) wait until the second event is set
+    (a metrics source that does not answer); the first is set once one waits; the list: the
+    relay's state as each read saw it."""
+    gate = box.services.rollouts.reevaluate.__self__  # type: ignore[attr-defined]
+    read, reading, answered = gate.read, asyncio.Event(), asyncio.Event()
+    reads: list[TrackState] = []
+
+    async def slow(rollout: Rollout, *args: Any, **kwargs: Any) -> Any:
+        reads.append(rollout.track("relay").state)
+        reading.set()
+        await answered.wait()
+        return await read(rollout, *args, **kwargs)
+
+    monkeypatch.setattr(gate, "read", slow)
+    return reading, answered, reads
+
+
+async def test_a_roll_back_takes_hold_while_a_reevaluate_waits_for_the_figures(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Re-evaluate of the held relay canary reads its figures and the metrics source does not
+    answer (a dead Prometheus, its retries): a Roll back pressed meanwhile is saved and told at
+    once; the Re-evaluate, its track stopped while it read, judges nothing."""
+    async with turning_bad(tmp_path, database_url) as box:
+        reading, answered, _ = figures_answered_once_set(box, monkeypatch)
+        try:
+            reevaluating = asyncio.create_task(reevaluate(box))
+            await asyncio.wait_for(reading.wait(), 10)
+            rollback = asyncio.create_task(box.command("rollback"))
+            stopping = await box.wait_until(
+                lambda r: r.track("relay").state is TrackState.ABORTING, timeout=10
+            )
+            assert stopping.track("relay").stage("canary").state is StageState.STOPPED
+            assert not answered.is_set() and not reevaluating.done()
+        finally:
+            answered.set()
+        assert "Rolling back" in await rollback
+        await reevaluating
+        trail = await box.audit.list_for_rollout(stopping.id)
+        assert not [e for e in trail if e.action == "gate" and e.actor == RELEASE_MANAGER]
+        assert [e.result for e in trail if e.action == "reevaluate"] == ["refused"]
+
+
+async def test_a_reevaluate_whose_track_rolled_back_while_it_read_reads_no_figures_again(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As above: the relay is rolled back while its Re-evaluate waits for the figures. Once it
+    finds the track changed, it does not read the (dead) metrics source again for a track no
+    gate runs on any more (each read up to the transport's timeouts, about 24 s): it tells the
+    person at once that the track is rolling back, not to press Re-evaluate again."""
+    async with turning_bad(tmp_path, database_url) as box:
+        reading, answered, reads = figures_answered_once_set(box, monkeypatch)
+        try:
+            reevaluating = asyncio.create_task(reevaluate(box))
+            await asyncio.wait_for(reading.wait(), 10)
+            assert "Rolling back" in await box.command("rollback")
+        finally:
+            answered.set()
+        told = await reevaluating
+        assert len(reads) == 1, reads
+        assert told is not None and "Press Re-evaluate again" not in told, told
+        assert "no gate to run" in told, told

@@ -301,17 +301,11 @@ def reevaluation(
     Returns the decision that readies the stage for `gate_evaluated`, or None when the
     verdict is only shown.
     """
+    if (refused := not_reevaluable(rollout, plan, track=track)) is not None:
+        raise InvalidTransition(refused)
     current_track = rollout.track(track)
     stage = current_track.current
-    plan_track = plan.track(track)
-    if current_track.state is not TrackState.ACTIVE or stage is None:
-        raise InvalidTransition(f"{plan_track.label} is {current_track.state}: no gate to run.")
-    if stage.state not in (StageState.OBSERVING, StageState.EVALUATING, StageState.HOLDING):
-        spec = plan_track.stage(stage.key)
-        raise InvalidTransition(
-            f"{spec.label} ({plan_track.label}) is {stage.state}: its gate runs once it is "
-            "deployed and observed."
-        )
+    assert stage is not None
     failing = verdict.verdict not in (Verdict.PASS, Verdict.INCONCLUSIVE)
     if stage.state is StageState.OBSERVING and not failing:
         return None
@@ -320,6 +314,23 @@ def reevaluation(
     # Once the verdict is saved the timer finds the stage decided, and changes nothing.
     evaluating = replace(stage, state=StageState.EVALUATING)
     return Decision(rollout.with_track(current_track.with_stage(evaluating)))
+
+
+def not_reevaluable(rollout: Rollout, plan: RolloutPlan, *, track: str) -> str | None:
+    """Why Re-evaluate has no gate to run on the track now (its refusal), or None: its
+    current stage observes, evaluates or holds."""
+    current_track = rollout.track(track)
+    stage = current_track.current
+    plan_track = plan.track(track)
+    if current_track.state is not TrackState.ACTIVE or stage is None:
+        return f"{plan_track.label} is {current_track.state}: no gate to run."
+    if stage.state not in (StageState.OBSERVING, StageState.EVALUATING, StageState.HOLDING):
+        spec = plan_track.stage(stage.key)
+        return (
+            f"{spec.label} ({plan_track.label}) is {stage.state}: its gate runs once it is "
+            "deployed and observed."
+        )
+    return None
 
 
 def describe(control: Control, rollout: Rollout, plan: RolloutPlan, card: CardRef) -> str:

@@ -13,7 +13,7 @@ from functools import partial
 from typing import Protocol
 
 from bot.domain import rollout as machine
-from bot.domain.controls import reevaluation, typed_for_another_window
+from bot.domain.controls import not_reevaluable, reevaluation, typed_for_another_window
 from bot.domain.errors import ConcurrentChange
 from bot.domain.freeze import Freeze
 from bot.domain.gate import GateVerdict, Verdict
@@ -42,8 +42,13 @@ from bot.services.freeze_ends import watch_after_hold, watch_freeze_end
 from bot.services.outbox_messages import gate_card
 from bot.services.ports import MetricsSource, MetricsSources
 from bot.services.records import metrics_actor
+from bot.services.words import Words
 
 log = logging.getLogger(__name__)
+
+REREADS = 2
+"""How many times a Re-evaluate reads the figures again when its track changed while they were
+read (a stop, a look's save), before it is refused."""
 
 
 class PromotionFreeze(Protocol):
@@ -133,7 +138,9 @@ class Gate:
                 )
             plan = await effects.plan_of(rollout)
             plan_track = plan.track(track)
-            self._same_window(rollout, plan_track, track=track, stage=stage, window=window)
+            _same_window(
+                effects.words, rollout, plan_track, track=track, stage=stage, window=window
+            )
             verdict = plan_track.evaluate_gate(
                 baseline_crash=plan_track.metrics.baseline_crash_rate,
                 current_crash=figures.crash_rate,
@@ -148,110 +155,112 @@ class Gate:
             )
             await self._follower.reconcile_locked(rollout_id)
 
-    def _same_window(
-        self, rollout: Rollout, plan_track: Track, *, track: str, stage: str, window: int | None
-    ) -> None:
-        """Raises, saying which window is asked now, when the figures' form was opened for
-        another (`typed_for_another_window`)."""
-        observed = rollout.track(track).stage(stage)
-        first = plan_track.stage(stage).window
-        if not typed_for_another_window(observed, first, window):
-            return
-        time = self._effects.words.slack_time
-        since, ends = observed.observed_since, observed.window_ends_at
-        asked = f"{time(since)} to {time(ends)}" if since and ends else "another window"
-        if window is None:
-            opened = (
-                "That form was opened by the previous version of the bot and does not say which "
-                "window its figures are for, and the window has moved since"
-            )
-        else:
-            ended = f"ending {time(_epoch(window))}" if window else "with no end"
-            opened = f"Those figures were typed for the window {ended}"
-        raise InvalidTransition(
-            f"{opened}: the gate now asks for the figures of {asked}. Nothing was judged: "
-            "open the form again from the Enter figures button in the thread, for this window."
-        )
-
     async def reevaluate(self, *, actor: str, rollout_id: str, track: str) -> Rollout:
         """Re-evaluate now: read the current stage's figures again and apply the gate as
         `bot.domain.controls.reevaluation` defines (a held stage takes the new verdict; an
         observed one only stops early on a failing verdict, never promotes early)."""
         effects = self._effects
-        async with effects.lock(rollout_id):
-            rollout = await effects.get(rollout_id)
-            plan = await effects.plan_of(rollout)
-            stage = rollout.track(track).current
+        for turn in range(REREADS, -1, -1):
+            # Read without the rollout's lock: a metrics source slow to answer (its retries
+            # and timeouts) never holds a person's Kill-switch or Roll back. A track with no
+            # gate to run (stopped meanwhile) is refused under the lock, nothing read.
+            read, plan = await effects.with_plan(rollout_id)
+            stage = read.track(track).current
             judged = None
-            if stage is not None:
-                judged = await self.read(rollout, plan, track=track, stage=stage.key)
-            if stage is None or judged is None:
-                message = (
-                    f"{plan.track(track).label} has no gate to re-evaluate from a metrics source "
-                    "(figures entered by hand are asked in the thread when a window ends)."
-                )
-                await effects.refuse(actor, "reevaluate", rollout, message, track=track)
-                raise InvalidTransition(message)
-            verdict, reading = judged
-            try:
-                ready = reevaluation(rollout, plan, track=track, verdict=verdict)
-            except InvalidTransition as error:
-                await effects.refuse(actor, "reevaluate", rollout, error.message, track=track)
-                raise
-            if ready is None:
-                event = effects.event(
-                    actor,
-                    "gate",
-                    verdict.verdict.value,
-                    rollout,
-                    {
-                        **machine.verdict_to_json(verdict),
-                        **baseline_sample_detail(reading),
-                        **machine.late_to_json(reading.late),
-                        "interim": True,
-                    },
-                    track=track,
-                    stage=stage.key,
-                )
-                plan_track = plan.track(track)
-                shown = Reevaluated(
-                    actor,
-                    plan_track.label,
-                    plan_track.stage(stage.key).label,
-                    verdict.verdict,
-                    verdict.summary,
-                    stage.window_ends_at,
-                    reading.late,
-                )
-                # A new card version: Re-evaluate may be clicked again for a later reading.
-                return await effects.redraw(rollout, saying=shown, audit=[event])
-            # The lane is read before the stage is saved evaluating: a read that fails leaves
-            # the stage as it was (held, its Promote shown), not evaluating with no gate.
-            held = await self._freeze_holding(
-                rollout, plan, track=track, stage=stage.key, verdict=verdict
+            if stage is not None and not_reevaluable(read, plan, track=track) is None:
+                judged = await self.read(read, plan, track=track, stage=stage.key)
+            async with effects.lock(rollout_id):
+                rollout = await effects.get(rollout_id)
+                unchanged = rollout.track(track) == read.track(track)
+                if unchanged or not_reevaluable(rollout, plan, track=track) is not None:
+                    return await self._reevaluate(actor, rollout, plan, track, judged)
+                if not turn:
+                    message = (
+                        f"{plan.track(track).label} changed while its figures were read, again "
+                        "and again: nothing was judged. Press Re-evaluate again."
+                    )
+                    await effects.refuse(actor, "reevaluate", rollout, message, track=track)
+                    raise InvalidTransition(message)
+        raise AssertionError("the last turn judges or refuses")
+
+    async def _reevaluate(
+        self,
+        actor: str,
+        rollout: Rollout,
+        plan: RolloutPlan,
+        track: str,
+        judged: tuple[GateVerdict, Reading] | None,
+    ) -> Rollout:
+        """`reevaluate` on the figures `judged` (read without the lock), the lock held and the
+        track still as it was when they were read (or with no gate to run now)."""
+        effects, rollout_id = self._effects, rollout.id
+        stage = rollout.track(track).current
+        message = not_reevaluable(rollout, plan, track=track)
+        if message is None and judged is None:
+            message = (
+                f"{plan.track(track).label} has no gate to re-evaluate from a metrics source "
+                "(figures entered by hand are asked in the thread when a window ends)."
             )
-            backstop = await write_backstop(effects, rollout, plan, track=track, stage=stage)
-            evaluating = await effects.apply(rollout, ready, plan)
-            put_back()  # readied for the verdict, not judged: the click's effect is not done yet
-            asked, latest = evaluating.track(track).stage(stage.key), [evaluating]
-            decide = partial(self._judge, plan=plan, track=track, stage=stage.key, verdict=verdict)
+        if message is not None:
+            await effects.refuse(actor, "reevaluate", rollout, message, track=track)
+            raise InvalidTransition(message)
+        assert stage is not None and judged is not None
+        verdict, reading = judged
+        ready = reevaluation(rollout, plan, track=track, verdict=verdict)
+        if ready is None:
+            event = effects.event(
+                actor,
+                "gate",
+                verdict.verdict.value,
+                rollout,
+                {
+                    **machine.verdict_to_json(verdict),
+                    **baseline_sample_detail(reading),
+                    **machine.late_to_json(reading.late),
+                    "interim": True,
+                },
+                track=track,
+                stage=stage.key,
+            )
+            plan_track = plan.track(track)
+            shown = Reevaluated(
+                actor,
+                plan_track.label,
+                plan_track.stage(stage.key).label,
+                verdict.verdict,
+                verdict.summary,
+                stage.window_ends_at,
+                reading.late,
+            )
+            # A new card version: Re-evaluate may be clicked again for a later reading.
+            return await effects.redraw(rollout, saying=shown, audit=[event])
+        # The lane is read before the stage is saved evaluating: a read that fails leaves
+        # the stage as it was (held, its Promote shown), not evaluating with no gate.
+        held = await self._freeze_holding(
+            rollout, plan, track=track, stage=stage.key, verdict=verdict
+        )
+        backstop = await write_backstop(effects, rollout, plan, track=track, stage=stage)
+        evaluating = await effects.apply(rollout, ready, plan)
+        put_back()  # readied for the verdict, not judged: the click's effect is not done yet
+        asked, latest = evaluating.track(track).stage(stage.key), [evaluating]
+        decide = partial(self._judge, plan=plan, track=track, stage=stage.key, verdict=verdict)
 
-            async def judge() -> None:
-                # Another replica's save since the stage was saved evaluating: the verdict is
-                # taken again on its state, while the stage still evaluates that window. A held
-                # stage's only timer left is this click's backstop, minutes away.
-                current = latest.pop() if latest else await effects.get(rollout_id)
-                if not still_evaluating(current.track(track).stage(stage.key), asked):
-                    return
-                await decide(current, held=held, actor=actor, reading=reading)
+        async def judge() -> None:
+            # Another replica's save since the stage was saved evaluating: the verdict is
+            # taken again on its state, while the stage still evaluates that window. A held
+            # stage's only timer left is this click's backstop, minutes away.
+            current = latest.pop() if latest else await effects.get(rollout_id)
+            if not still_evaluating(current.track(track).stage(stage.key), asked):
+                return
+            await decide(current, held=held, actor=actor, reading=reading)
 
-            try:
-                await effects.serialised(rollout_id, judge)
-            except ConcurrentChange as lost:
-                unsaved = partial(verdict_unsaved, effects, plan, track=track, stage=stage.key)
-                raise unsaved(backstop=backstop, lost=lost) from lost
-            await self._follower.settle(rollout_id)
-            return await effects.get(rollout_id)
+        try:
+            await effects.serialised(rollout_id, judge)
+        except ConcurrentChange as lost:
+            unsaved = partial(verdict_unsaved, effects, plan, track=track, stage=stage.key)
+            raise unsaved(backstop=backstop, lost=lost) from lost
+        await self._follower.settle(rollout_id)
+        return await effects.get(rollout_id)
 
     async def _judge(
         self,
@@ -356,6 +365,32 @@ async def read_gate(
     latest = await source.read(later[0])
     assert latest is not None  # a source that read one window reads any
     return judge_late(track, (own, reading), (later[0], latest))
+
+
+def _same_window(
+    words: Words, rollout: Rollout, plan_track: Track, *, track: str, stage: str, window: int | None
+) -> None:
+    """Raises, saying which window is asked now, when the figures' form was opened for
+    another (`typed_for_another_window`)."""
+    observed = rollout.track(track).stage(stage)
+    first = plan_track.stage(stage).window
+    if not typed_for_another_window(observed, first, window):
+        return
+    time = words.slack_time
+    since, ends = observed.observed_since, observed.window_ends_at
+    asked = f"{time(since)} to {time(ends)}" if since and ends else "another window"
+    if window is None:
+        opened = (
+            "That form was opened by the previous version of the bot and does not say which "
+            "window its figures are for, and the window has moved since"
+        )
+    else:
+        ended = f"ending {time(_epoch(window))}" if window else "with no end"
+        opened = f"Those figures were typed for the window {ended}"
+    raise InvalidTransition(
+        f"{opened}: the gate now asks for the figures of {asked}. Nothing was judged: "
+        "open the form again from the Enter figures button in the thread, for this window."
+    )
 
 
 def _epoch(seconds: int) -> datetime:

@@ -27,7 +27,7 @@ from bot.domain.protection_rules import RuleRequest
 from bot.domain.rollout import Announce, Review, Rollout
 from bot.domain.rollout.events import ApprovalOvertaken
 from bot.services.outbox_messages import told
-from bot.services.ports import ReviewState
+from bot.services.ports import ReviewAhead, ReviewState
 from bot.services.records import BOT
 
 if TYPE_CHECKING:
@@ -47,10 +47,16 @@ def overtaken_key(rollout_id: str, attempt: int) -> str:
 
 
 async def send_review(
-    effects: EffectRunner, rollout: Rollout, review: Review, *, strict: bool = False
+    effects: EffectRunner,
+    rollout: Rollout,
+    review: Review,
+    *,
+    strict: bool = False,
+    ahead: ReviewAhead | None = None,
 ) -> bool:
     """Send a review (True: GitHub took it; False: nothing waited for it). Its failure is
-    recorded and asked again by the next reconcile, or raised when `strict` (one waits)."""
+    recorded and asked again by the next reconcile, or raised when `strict` (one waits).
+    `ahead`: what it reads on GitHub before it posts, read before the rollout's lock."""
     assert rollout.run_id is not None
     state: ReviewState = "approved" if review.approve else "rejected"
     try:
@@ -60,6 +66,7 @@ async def send_review(
             state=state,
             comment=review.comment,
             attempt=rollout.attempt,
+            ahead=ahead,
         )
     except GitHubError as error:
         # Level-triggered: the next reconcile asks again while GitHub still waits.
@@ -96,13 +103,13 @@ async def send_review(
 
 
 async def refusal_of(
-    effects: EffectRunner, rollout: Rollout, review: Review
+    effects: EffectRunner, rollout: Rollout, review: Review, ahead: ReviewAhead | None
 ) -> tuple[Review, GitHubError] | Review | None:
-    """Carry out a saved decision's review: the review with GitHub's error when GitHub
-    refused or failed it; the review alone when it is an approval GitHub took while the run
-    was re-run (`overtaken`); None: taken, or not waiting."""
+    """Carry out a saved decision's review (`ahead`: see `send_review`): the review with
+    GitHub's error when GitHub refused or failed it; the review alone when it is an approval
+    GitHub took while the run was re-run (`overtaken`); None: taken, or not waiting."""
     try:
-        sent = await send_review(effects, rollout, review, strict=True)
+        sent = await send_review(effects, rollout, review, strict=True, ahead=ahead)
     except GitHubError as error:  # recorded, and asked again by the next reconcile
         return review, error
     return review if sent and review.approve and await overtaken(effects, rollout) else None
