@@ -12,18 +12,16 @@ from figures import every_gate_passes
 from sandbox_views import stage_state
 from test_claim_lapses import observing
 from test_reevaluate_races import (
-    Save,
-    before_saves,
-    blink,
+    readying,
     reevaluate,
+    reevaluated_blinking,
     rolls_back,
     turning_bad,
     verdict_saved,
 )
 
-from bot.domain.rollout import Rollout, StageState
+from bot.domain.rollout import StageState
 from bot.services.backstops import REEVALUATE_BACKSTOP
-from handlers.errors import INTERRUPTED
 
 pytestmark = pytest.mark.story
 
@@ -38,16 +36,7 @@ async def test_a_pass_on_a_stage_left_evaluating_mid_window_waits_for_the_window
     window runs on to its end, where the gate holds the canary. Before, that PASS of a few
     minutes' figures held the canary at once (a `promote: auto` stage was promoted)."""
     async with turning_bad(tmp_path, database_url, reach=observing) as box:
-        blinked: list[Rollout] = []
-
-        async def blink_on_the_verdict(_: Save, rollout: Rollout) -> None:
-            if not blinked and verdict_saved(rollout):
-                blinked.append(rollout)
-                raise blink()
-
-        before_saves(box, monkeypatch, blink_on_the_verdict)
-        told = await reevaluate(box)
-        assert blinked and told is not None and INTERRUPTED in told, told
+        await reevaluated_blinking(box, monkeypatch, verdict_saved)
         assert stage_state(await box.rollout(), "relay", "canary") is StageState.EVALUATING
         every_gate_passes(box)
 
@@ -72,16 +61,7 @@ async def test_a_failing_verdict_whose_save_blinks_mid_window_acts_minutes_later
     the track back, once. Before, the canary kept its traffic on a known-bad verdict until its
     window's end (hours, for a desktop ring of a day)."""
     async with turning_bad(tmp_path, database_url, reach=observing) as box:
-        blinked: list[Rollout] = []
-
-        async def blink_on_the_verdict(_: Save, rollout: Rollout) -> None:
-            if not blinked and verdict_saved(rollout):
-                blinked.append(rollout)
-                raise blink()
-
-        before_saves(box, monkeypatch, blink_on_the_verdict)
-        told = await reevaluate(box)
-        assert blinked and told is not None and INTERRUPTED in told, told
+        await reevaluated_blinking(box, monkeypatch, verdict_saved)
 
         await box.pass_time(REEVALUATE_BACKSTOP)
         done = await box.wait_until(rolls_back, timeout=10)
@@ -98,16 +78,7 @@ async def test_a_failing_verdict_never_saved_evaluating_acts_minutes_later(
     the canary stays observing. Its figures stay bad, and the click's backstop rolls the track
     back minutes later. Before, the failing verdict was lost until the window's end."""
     async with turning_bad(tmp_path, database_url, reach=observing) as box:
-        blinked: list[Rollout] = []
-
-        async def blink_on_readying(_: Save, rollout: Rollout) -> None:
-            if not blinked and stage_state(rollout, "relay", "canary") is StageState.EVALUATING:
-                blinked.append(rollout)
-                raise blink()
-
-        before_saves(box, monkeypatch, blink_on_readying)
-        told = await reevaluate(box)
-        assert blinked and told is not None and INTERRUPTED in told, told
+        await reevaluated_blinking(box, monkeypatch, readying)
         assert stage_state(await box.rollout(), "relay", "canary") is StageState.OBSERVING
 
         await box.pass_time(REEVALUATE_BACKSTOP)
