@@ -73,6 +73,9 @@ class HeldRequests:
     method: str
     pattern: str
     released: asyncio.Event
+    plain: bool = False
+    """Only requests that are not conditional (no `If-None-Match`): a look's conditional
+    reads of the same path pass."""
 
 
 class RequestPipeline:
@@ -156,18 +159,21 @@ class RequestPipeline:
         """Forget the faults `fault_next` queued and that have not happened yet."""
         self._faults.clear()
 
-    def hold(self, method: str, path_pattern: str) -> asyncio.Event:
+    def hold(self, method: str, path_pattern: str, *, plain: bool = False) -> asyncio.Event:
         """Keep every request matching (method or `*`, glob on the path relative to the API
-        base) from now on waiting, unanswered and not yet carried out (GitHub slow to answer),
-        until the event returned is set or the server stops."""
-        held = HeldRequests(method.upper(), path_pattern, asyncio.Event())
+        base; with `plain`, only one that is not a conditional GET) from now on waiting,
+        unanswered and not yet carried out (GitHub slow to answer), until the event returned
+        is set or the server stops."""
+        held = HeldRequests(method.upper(), path_pattern, asyncio.Event(), plain)
         self._holds.append(held)
         return held.released
 
-    async def _held(self, method: str, path: str) -> None:
+    async def _held(self, method: str, path: str, *, conditional: bool) -> None:
         """Wait while a `hold` matches the request."""
         for held in self._holds:
             if held.released.is_set() or held.method not in ("*", method):
+                continue
+            if held.plain and conditional:
                 continue
             if fnmatch.fnmatchcase(path, held.pattern):
                 self.holding += 1
@@ -210,7 +216,8 @@ class RequestPipeline:
         if request.path.startswith(f"{self._api_path}/") and not path.startswith(
             f"{DOWNLOAD_PREFIX}/"
         ):
-            await self._held(request.method, path)
+            conditional = "If-None-Match" in request.headers
+            await self._held(request.method, path, conditional=conditional)
             fault = self._faults.draw(request.method, path)
         response = await self._faulty(request, handler, path, body, fault)
         authorization = request.headers.get("Authorization", "")

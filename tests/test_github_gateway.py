@@ -20,7 +20,7 @@ from test_rerun_unconfirmed import until
 from bot.adapters.github.budget import RequestBudget, SecondaryBackoff
 from bot.adapters.github.dispatch import DispatchSearch
 from bot.adapters.github.gateway import PyGithubGateway
-from bot.adapters.github.runs import _job_snapshot
+from bot.adapters.github.job_snapshots import job_snapshot
 from bot.adapters.github.transport import GitHubTransport
 from bot.domain.errors import GitHubError, GitHubRateLimited, RunNotIdentified
 from bot.domain.run import JobConclusion, JobStatus, RunRef
@@ -531,7 +531,7 @@ def test_unknown_job_states_do_not_crash_and_never_read_as_success(
     expected_status: JobStatus,
     expected_conclusion: JobConclusion | None,
 ) -> None:
-    job = _job_snapshot(1, "job", status, conclusion, None, None)
+    job = job_snapshot(1, "job", status, conclusion, None, None)
     assert (job.status, job.conclusion) == (expected_status, expected_conclusion)
 
 

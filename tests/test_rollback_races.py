@@ -27,7 +27,7 @@ from sandbox_views import (
 
 from bot.domain.rollout import Rollout, StageState, TrackState
 from bot.domain.run import RunSnapshot
-from bot.services.ports import ReviewState
+from bot.services.ports import ReviewAhead, ReviewState
 from handlers.app_keys import SERVICES
 from sandbox.config import RELEASE_MANAGER
 from sandbox.harness import Sandbox, fast_plan
@@ -112,9 +112,15 @@ def after_approving(
         state: ReviewState,
         comment: str,
         attempt: int | None = None,
+        ahead: ReviewAhead | None = None,
     ) -> bool:
         sent = await approve(
-            run_id=run_id, environments=environments, state=state, comment=comment, attempt=attempt
+            run_id=run_id,
+            environments=environments,
+            state=state,
+            comment=comment,
+            attempt=attempt,
+            ahead=ahead,
         )
         if list(environments) == [environment]:
             monkeypatch.setattr(gateway, "review", approve)

@@ -16,6 +16,7 @@ from figures import running_sandbox
 from sandbox_views import dispatched, promote, reviews, stage_state
 from test_desktop_track import ga_held_by_github, ga_plan
 from test_github_faults import REVIEWS
+from test_resent_approval import canary_for_an_hour
 
 from bot.domain.rollout import StageState, TrackState
 from bot.domain.rollout_summary import summarize
@@ -57,6 +58,40 @@ async def test_a_kill_is_saved_before_github_is_asked_whether_it_holds_the_ga_ri
         halted = await box.wait_until(lambda r: r.track("desktop").state is TrackState.HALTED)
         assert halted.track("desktop").stage("ga").state is StageState.REJECTED
         assert ("desktop-ga", "rejected") in reviews(box, "desktop")
+        assert ("desktop-ga", "approved") not in reviews(box, "desktop")
+
+
+async def test_a_kill_is_saved_while_a_look_waits_for_github_to_list_what_it_re_approves(
+    tmp_path: Path, database_url: str
+) -> None:
+    """A look sending GA's approval again reads what waits on the run (and the review history,
+    the attempt) before it posts it: GitHub slow to answer those reads holds the look, never
+    the rollout's lock, so a Kill pressed meanwhile is saved at once; the look, overtaken by
+    it, does not approve GA once GitHub answers. (The relay canary observes for an hour: no
+    window of its ends meanwhile, whose gate's approval reads under the lock.)"""
+    plan = canary_for_an_hour(tmp_path)
+    async with Sandbox(
+        workdir=tmp_path, database_url=database_url, plan_yaml=plan, extra_env=SLOW
+    ) as box:
+        await ga_held_by_github(box, REVIEWS)
+        # Only the approval's own read of the waits: a look's conditional read of the run
+        # (and the kill's) goes on.
+        answered = box.github.hold("GET", REVIEWS, plain=True)
+        try:
+            await box.wait_until(lambda _: box.github.holding > 0)  # a look re-sends GA
+            kill = asyncio.create_task(box.command("kill crash spike in beta"))
+            stopping = await box.wait_until(
+                lambda r: r.track("desktop").state is TrackState.ABORTING, timeout=10
+            )
+            assert stopping.track("desktop").stage("ga").state is StageState.DEPLOYING
+            assert not answered.is_set()  # the look still waits for GitHub
+            box.github.clear_faults()  # GitHub takes approvals again: a stale look would land
+            answered.set()
+            assert "Kill-switch tripped" in await kill
+        finally:
+            answered.set()
+        halted = await box.wait_until(lambda r: r.track("desktop").state is TrackState.HALTED)
+        assert halted.track("desktop").stage("ga").state is StageState.REJECTED
         assert ("desktop-ga", "approved") not in reviews(box, "desktop")
 
 

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 from figures import every_gate_passes
 from sandbox_views import dispatched, reviews, stage_state
+from test_reevaluate_races import reevaluate, turning_bad
 
 from bot.domain.rollout import StageState, TrackState
-from sandbox.config import REPOSITORY
+from sandbox.config import RELEASE_MANAGER, REPOSITORY
 from sandbox.harness import Sandbox, fast_plan
 
 pytestmark = pytest.mark.story
@@ -107,3 +109,37 @@ async def test_a_stop_never_waits_for_a_look_another_stop_overtook(
             for answered in held:
                 answered.set()
         assert "Rolling back" in await rollback
+
+
+async def test_a_roll_back_takes_hold_while_a_reevaluate_waits_for_the_figures(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Re-evaluate of the held relay canary reads its figures and the metrics source does not
+    answer (a dead Prometheus, its retries): a Roll back pressed meanwhile is saved and told at
+    once; the Re-evaluate, its track stopped while it read, judges nothing."""
+    async with turning_bad(tmp_path, database_url) as box:
+        gate = box.services.rollouts.reevaluate.__self__  # type: ignore[attr-defined]
+        read, reading, answered = gate.read, asyncio.Event(), asyncio.Event()
+
+        async def slow(*args: Any, **kwargs: Any) -> Any:
+            reading.set()
+            await answered.wait()
+            return await read(*args, **kwargs)
+
+        monkeypatch.setattr(gate, "read", slow)
+        try:
+            reevaluating = asyncio.create_task(reevaluate(box))
+            await asyncio.wait_for(reading.wait(), 10)
+            rollback = asyncio.create_task(box.command("rollback"))
+            stopping = await box.wait_until(
+                lambda r: r.track("relay").state is TrackState.ABORTING, timeout=10
+            )
+            assert stopping.track("relay").stage("canary").state is StageState.STOPPED
+            assert not answered.is_set() and not reevaluating.done()
+        finally:
+            answered.set()
+        assert "Rolling back" in await rollback
+        await reevaluating
+        trail = await box.audit.list_for_rollout(stopping.id)
+        assert not [e for e in trail if e.action == "gate" and e.actor == RELEASE_MANAGER]
+        assert [e.result for e in trail if e.action == "reevaluate"] == ["refused"]

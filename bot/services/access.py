@@ -37,11 +37,12 @@ from bot.services.failures import TRANSIENT, log_failure
 from bot.services.lane import ReleaseLane
 from bot.services.outbox_messages import CARD
 from bot.services.outbox_messages import card as card_redraw
-from bot.services.ports import Clock, Words
+from bot.services.ports import Clock
 from bot.services.records import Claim
 from bot.services.requests import Entry, Origin, current_entry
 from bot.services.rollouts import RolloutService
 from bot.services.store_ports import AuditLog
+from bot.services.words import Words
 
 log = logging.getLogger(__name__)
 

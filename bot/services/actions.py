@@ -30,7 +30,7 @@ from bot.domain.rollout import (
 from bot.services.acting import ON_GITHUB, saved_then_failed
 from bot.services.effects import CONCURRENT_RETRIES, EffectRunner
 from bot.services.following import RunFollower
-from bot.services.ports import Words
+from bot.services.words import Words
 
 APPROVED_UNSAVED = (
     "GitHub took the approval, then the bot could not save the promotion right after, so the "

@@ -22,12 +22,12 @@ from bot.services.authz import Approvers, Audience
 from bot.services.controls import ControlService
 from bot.services.lane import ReleaseLane
 from bot.services.npm_walkthrough import NpmTokenService
-from bot.services.ports import Words
 from bot.services.reports import RolloutReports
 from bot.services.rollouts import RolloutService
 from bot.services.store_ports import Database
 from bot.services.telemetry import Backlog, Telemetry
 from bot.services.webhooks import GitHubWebhooks
+from bot.services.words import Words
 
 
 @dataclass(frozen=True)

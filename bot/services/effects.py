@@ -50,11 +50,12 @@ from bot.services.clock_skew import warn_github_skewed
 from bot.services.keyed_locks import KeyedLocks
 from bot.services.outbox import Outbox
 from bot.services.outbox_messages import SUMMARY, card, summary, told
-from bot.services.ports import Clock, GitHubGateway, Words
+from bot.services.ports import Clock, GitHubGateway, ReviewAhead
 from bot.services.records import NewAuditEvent, NewMessage, NewTimer
 from bot.services.reviews import refusal_of, send_review, tell_refused
 from bot.services.store_ports import AuditLog, ProtectionRuleRequests, Rollouts, Timers
 from bot.services.telemetry import UNTRACKED, Telemetry
+from bot.services.words import Words
 
 log = logging.getLogger(__name__)
 
@@ -188,11 +189,13 @@ class EffectRunner:
         *,
         also: Sequence[NewMessage] = (),
         audit: Sequence[NewAuditEvent] = (),
+        ahead: ReviewAhead | None = None,
     ) -> Rollout:
         """Save the decision's rollout with what the channel must be told of it (its
         announcements, then `also`, then the card's redraw) and the `audit` events that record
         it in one transaction, carry out its other effects in order, and deliver the messages.
-        A decision that changes nothing writes its messages and events on their own."""
+        A decision that changes nothing writes its messages and events on their own. `ahead`:
+        what its reviews read on GitHub before they post, read before the lock (a look's)."""
         # The gate reads a stage's figures itself, without the rollout's lock.
         assert not any(isinstance(e, ReadMetrics) for e in decision.effects), decision.effects
         rollout = decision.rollout
@@ -235,7 +238,7 @@ class EffectRunner:
         refused: list[tuple[Review, GitHubError]] = []
         try:
             while left:
-                if (said := await self._carry_out(rollout, left[0], plan)) is not None:
+                if (said := await self._carry_out(rollout, left[0], plan, ahead)) is not None:
                     refused.append(said)
                 del left[0]
         except Exception:
@@ -247,12 +250,12 @@ class EffectRunner:
         return await tell_refused(self, rollout, plan, refused) if refused else rollout
 
     async def _carry_out(
-        self, rollout: Rollout, effect: Effect, plan: RolloutPlan
+        self, rollout: Rollout, effect: Effect, plan: RolloutPlan, ahead: ReviewAhead | None
     ) -> tuple[Review, GitHubError] | None:
         """One effect of a saved decision, in its order (a review's failure is recorded); a
         review GitHub refused or failed, with its error (`bot.services.reviews`)."""
         if isinstance(effect, Review):
-            return await refusal_of(self, rollout, effect)
+            return await refusal_of(self, rollout, effect, ahead)
         if isinstance(effect, ScheduleWindow):
             # Fired `settle` after the window's end (its key and payload name the end):
             # the figures the window's last minutes send late are in by then.

@@ -42,11 +42,12 @@ from bot.domain.errors import (
 from bot.domain.permissions import VERBS
 from bot.domain.rollout import InvalidTransition, Rollout
 from bot.services.acting import Acting, acting_now
-from bot.services.ports import Clock, Words
+from bot.services.ports import Clock
 from bot.services.records import BOT, Claim, ClaimState, ClaimUnsettled
 from bot.services.requests import Origin, Via, current_entry, fill
 from bot.services.stop_waiting import NAMED, StopOutcomes, waited_on
 from bot.services.store_ports import Claims
+from bot.services.words import Words
 
 T = TypeVar("T")
 

@@ -3,8 +3,9 @@ is found by `bot.services.dispatched_runs`).
 
 The poller (`bot.services.scheduler`) and the webhook receiver (`bot.services.webhooks`) both
 come here, so a change of the run is acted on once, whichever sees it first. They read the run
-before they take the rollout's lock (one look at a time per rollout), so a person's Roll back or
-Kill-switch never waits for GitHub to answer them; a look a person's action overtook reads again.
+before they take the rollout's lock (one look at a time per rollout), and with it what a review
+the look decides reads before it posts, so a person's Roll back or Kill-switch never waits for
+GitHub to answer them; a look a person's action overtook reads again.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from bot.domain.rollout import (
     Announce,
     Decision,
     Phase,
+    Review,
     Rollout,
     ScheduleWindow,
 )
@@ -30,6 +32,7 @@ from bot.domain.run import EnvironmentReview, RunSnapshot
 from bot.logs import rollout_context
 from bot.services.effects import EffectRunner
 from bot.services.keyed_locks import KeyedLocks
+from bot.services.ports import ReviewAhead
 from bot.services.unread import unread
 
 log = logging.getLogger(__name__)
@@ -66,12 +69,16 @@ class _Look:
     """The run as read without the rollout's lock, at the rollout's `version`: acted on under
     the lock only while the rollout is still at that version."""
 
+    rollout_id: str
     version: int
     started: int
     """When the read began, in `RunFollower._moments`."""
     reported: RunSnapshot
     snapshot: RunSnapshot
     """`reported` with what holds its waits (`EffectRunner.held`)."""
+    ahead: ReviewAhead | None = None
+    """What the reviews acting on it would read on GitHub before they post, read with it
+    when acting on it reviews an environment (`_ahead`)."""
 
 
 class RunFollower:
@@ -102,7 +109,7 @@ class RunFollower:
         effects = self._effects
         async with self._reading(rollout_id):
             for turn in range(OVERTAKEN_LOOKS, -1, -1):
-                look = await self._read(await effects.get(rollout_id), None)
+                look = await self._ahead(await self._read(await effects.get(rollout_id), None))
                 if isinstance(look, Reconciled):
                     return look
 
@@ -136,7 +143,8 @@ class RunFollower:
             burst = not reviews and self._reconciled.get(rollout_id, -1) > arrived
             noted = False
             for turn in range(OVERTAKEN_LOOKS, -1, -1):
-                look = None if burst else await self._read(await effects.get(rollout_id), None)
+                unlocked = None if burst else await self._read(await effects.get(rollout_id), None)
+                look = None if unlocked is None else await self._ahead(unlocked)
                 async with effects.lock(rollout_id):
                     # Read once, under the lock: the notes and the reconcile act on this state,
                     # and the save checks that it is still the stored one.
@@ -193,7 +201,25 @@ class RunFollower:
             )
         if isinstance(snapshot, Reconciled):
             return snapshot
-        return _Look(rollout.version, started, reported, snapshot)
+        return _Look(rollout.id, rollout.version, started, reported, snapshot)
+
+    async def _ahead(self, look: _Look | Reconciled) -> _Look | Reconciled:
+        """`look` (read without the rollout's lock) with what the reviews that acting on it
+        decides read on GitHub before they post (what waits, the review history; the run's
+        attempt is read just before the post): read here, without the lock too, so that a
+        person's Kill-switch or Roll back never waits for GitHub to answer them; under the
+        lock, once the rollout is found still as read, only the attempt and the post."""
+        if isinstance(look, Reconciled) or not look.snapshot.waiting:
+            return look  # only what waits is reviewed
+        effects = self._effects
+        rollout, plan = await effects.with_plan(look.rollout_id)
+        if rollout.version != look.version or rollout.run_id is None:
+            return look  # overtaken already: read again under the lock, or by the next turn
+        decided = machine.reconcile(rollout, plan, look.snapshot, effects.clock())
+        if not any(isinstance(effect, Review) for effect in decided.effects):
+            return look
+        ahead = await effects.github.review_ahead(rollout.run_id)
+        return replace(look, ahead=ahead)
 
     async def settle(self, rollout_id: str) -> None:
         """Reconcile after a person's action was saved (the rollout's lock held). Another
@@ -247,7 +273,7 @@ class RunFollower:
             if hinted:
                 snapshot = replace(snapshot, reviews=(*snapshot.reviews, *hinted))
             decision = machine.reconcile(rollout, plan, snapshot, effects.clock())
-            acted = await effects.apply(rollout, decision, plan)
+            acted = await effects.apply(rollout, decision, plan, ahead=look.ahead)
             # A wait nothing explains yet (a request's delivery lost while GitHub had not
             # listed its deployment as waiting) is looked for again at every poll.
             settled = (

@@ -35,6 +35,7 @@ from bot.services.gate_reads import read_gate
 from bot.services.outbox_messages import gate_card
 from bot.services.ports import MetricsSources
 from bot.services.records import metrics_actor
+from bot.services.words import Words
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,9 @@ class Gate:
                 )
             plan = await effects.plan_of(rollout)
             plan_track = plan.track(track)
-            self._same_window(rollout, plan_track, track=track, stage=stage, window=window)
+            _same_window(
+                effects.words, rollout, plan_track, track=track, stage=stage, window=window
+            )
             verdict = plan_track.evaluate_gate(
                 baseline_crash=plan_track.metrics.baseline_crash_rate,
                 current_crash=figures.crash_rate,
@@ -140,31 +143,6 @@ class Gate:
                 rollout, plan, track=track, stage=stage, verdict=verdict, held=held, actor=actor
             )
             await self._follower.reconcile_locked(rollout_id)
-
-    def _same_window(
-        self, rollout: Rollout, plan_track: Track, *, track: str, stage: str, window: int | None
-    ) -> None:
-        """Raises, saying which window is asked now, when the figures' form was opened for
-        another (`typed_for_another_window`)."""
-        observed = rollout.track(track).stage(stage)
-        first = plan_track.stage(stage).window
-        if not typed_for_another_window(observed, first, window):
-            return
-        time = self._effects.words.slack_time
-        since, ends = observed.observed_since, observed.window_ends_at
-        asked = f"{time(since)} to {time(ends)}" if since and ends else "another window"
-        if window is None:
-            opened = (
-                "That form was opened by the previous version of the bot and does not say which "
-                "window its figures are for, and the window has moved since"
-            )
-        else:
-            ended = f"ending {time(_epoch(window))}" if window else "with no end"
-            opened = f"Those figures were typed for the window {ended}"
-        raise InvalidTransition(
-            f"{opened}: the gate now asks for the figures of {asked}. Nothing was judged: "
-            "open the form again from the Enter figures button in the thread, for this window."
-        )
 
     async def decide(
         self,
@@ -251,6 +229,32 @@ def still_evaluating(stage: Stage, asked: Stage) -> bool:
     return stage.state is StageState.EVALUATING and window == (
         asked.window_ends_at,
         asked.observed_from,
+    )
+
+
+def _same_window(
+    words: Words, rollout: Rollout, plan_track: Track, *, track: str, stage: str, window: int | None
+) -> None:
+    """Raises, saying which window is asked now, when the figures' form was opened for
+    another (`typed_for_another_window`)."""
+    observed = rollout.track(track).stage(stage)
+    first = plan_track.stage(stage).window
+    if not typed_for_another_window(observed, first, window):
+        return
+    time = words.slack_time
+    since, ends = observed.observed_since, observed.window_ends_at
+    asked = f"{time(since)} to {time(ends)}" if since and ends else "another window"
+    if window is None:
+        opened = (
+            "That form was opened by the previous version of the bot and does not say which "
+            "window its figures are for, and the window has moved since"
+        )
+    else:
+        ended = f"ending {time(_epoch(window))}" if window else "with no end"
+        opened = f"Those figures were typed for the window {ended}"
+    raise InvalidTransition(
+        f"{opened}: the gate now asks for the figures of {asked}. Nothing was judged: "
+        "open the form again from the Enter figures button in the thread, for this window."
     )
 
 

@@ -21,10 +21,11 @@ from bot.domain.errors import RolloutError
 from bot.domain.reasons import Reason
 from bot.services.backoff import Backoff
 from bot.services.failures import UnknownService, error_summary, log_failure, not_configured
-from bot.services.ports import Clock, Words
+from bot.services.ports import Clock
 from bot.services.records import Timer
 from bot.services.store_ports import Timers
 from bot.services.telemetry import Telemetry
+from bot.services.words import Words
 
 log = logging.getLogger("bot.services.scheduler")  # the scheduler's lines, as operators filter them
 

@@ -18,10 +18,8 @@ from bot.domain.gate import GateVerdict
 from bot.domain.metrics import QueryWindow, Reading
 from bot.domain.npm import ReleaseJob, ReleaseRun
 from bot.domain.npm_secrets import PublishJob, SecretLevels
-from bot.domain.permissions import TwoPersonRefusal
 from bot.domain.plan import Metrics, RolloutPlan
-from bot.domain.reasons import Reason
-from bot.domain.rollout import Event, Rollout, StopPutBack
+from bot.domain.rollout import Event, Rollout
 from bot.domain.rollout_summary import RolloutSummary
 from bot.domain.run import RunRef, RunSnapshot
 from bot.domain.run_link import LinkableRun
@@ -29,6 +27,15 @@ from bot.domain.unfollowed_runs import UnfollowedRun
 from bot.services.changes import ChangesSource
 
 ReviewState = Literal["approved", "rejected"]
+
+
+@dataclass(frozen=True)
+class ReviewAhead:
+    """What a review of run `run_id` read on GitHub ahead of its post
+    (`GitHubGateway.review_ahead`): `read`, the gateway's own, handed back to it as it was."""
+
+    run_id: int
+    read: object
 
 
 class Clock(Protocol):
@@ -111,12 +118,22 @@ class GitHubGateway(WorkflowDispatch, ChangesSource, Protocol):
         state: ReviewState,
         comment: str,
         attempt: int | None = None,
+        ahead: ReviewAhead | None = None,
     ) -> bool:
         """Approve or reject the named waiting environments. False (and nothing sent) when
         none of them is waiting any more; GitHub's 422 for that case is not an error here.
         With `attempt` (the one the review is meant for), also False and nothing sent when
         the run was re-run since: GitHub's review names no attempt and would answer what
-        waits on the latest."""
+        waits on the latest. `ahead`: what it reads before it posts, read already
+        (`review_ahead`, for this run); else read now. The attempt is read just before the
+        post, whatever `ahead` holds."""
+        ...
+
+    async def review_ahead(self, run_id: int) -> ReviewAhead:
+        """What a review of the run reads on GitHub before it posts (what waits for the bot,
+        the review history; not the run's attempt, read last), read before the rollout's lock
+        is taken so that a person's action never waits for it; GitHub's failure is kept in it,
+        the review's own failure."""
         ...
 
     async def rerun_job(self, *, run_id: int, job_id: int, attempt: int) -> int:
@@ -351,41 +368,6 @@ class Notifier(Protocol):
 class MetricsSources(Protocol):
     def __call__(self, config: Metrics) -> MetricsSource:
         """The source a track's `metrics` section names."""
-        ...
-
-
-class Words(Protocol):
-    """The words of the Slack edge that the services' answers use (a refusal, a card out of
-    date, an effect already done); `bot.adapters.slack.messages` is one. A person or a channel
-    an answer names goes through `person` and `channel`: only the edge knows Slack's markup."""
-
-    def slack_time(self, moment: datetime) -> str:
-        """A time every reader sees in their own zone."""
-        ...
-
-    def two_person_text(self, refused: TwoPersonRefusal) -> str:
-        """The two-person rule's refusal, naming the starter."""
-        ...
-
-    def person(self, actor: str) -> str:
-        """A person an answer names, by their Slack user id (a mention)."""
-        ...
-
-    def channel(self, channel_id: str) -> str:
-        """A channel an answer names, by its id (a link to it)."""
-        ...
-
-    def message_link(self, channel_id: str, ts: str, label: str) -> str:
-        """A link to one message (a rollout's card), read as `label`."""
-        ...
-
-    def stop_put_back_answer(self, event: StopPutBack) -> str:
-        """How an answer that a stop was done ends when it was put back on some tracks."""
-        ...
-
-    def recorded(self, answer: str) -> Reason:
-        """An answer made with these words as the audit trail keeps it: its words without
-        markup and what they name, by id (`bot.domain.reasons`)."""
         ...
 
 

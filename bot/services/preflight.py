@@ -45,7 +45,6 @@ from bot.services.dispatched_runs import DispatchedRuns
 from bot.services.effects import EffectRunner, dispatch_timer
 from bot.services.following import RunFollower
 from bot.services.outbox_messages import card, told
-from bot.services.ports import Words
 from bot.services.preflight_checks import github_checks
 from bot.services.preflight_tag import (
     flags_after_move,
@@ -57,6 +56,7 @@ from bot.services.preflight_tag import (
 )
 from bot.services.records import NewMessage, new_rollout_id
 from bot.services.release_contents import read_contents
+from bot.services.words import Words
 
 log = logging.getLogger(__name__)
 

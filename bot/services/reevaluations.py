@@ -25,6 +25,10 @@ from bot.services.following import RunFollower
 from bot.services.gating import Gate, still_evaluating
 from bot.services.records import metrics_actor
 
+REREADS = 2
+"""How many times a Re-evaluate reads the figures again when its track changed while they were
+read (a stop, a look's save), before it is refused."""
+
 
 class Reevaluations:
     """Runs a stage's gate again: on a person's Re-evaluate, and at a failing verdict's
@@ -40,84 +44,116 @@ class Reevaluations:
         `bot.domain.controls.reevaluation` defines (a held stage takes the new verdict; an
         observed one only stops early on a failing verdict, never promotes early)."""
         effects = self._effects
-        async with effects.lock(rollout_id):
-            rollout = await effects.get(rollout_id)
-            plan = await effects.plan_of(rollout)
-            stage = rollout.track(track).current
+        for turn in range(REREADS, -1, -1):
+            # Read without the rollout's lock: a metrics source slow to answer (its retries
+            # and timeouts) never holds a person's Kill-switch or Roll back.
+            read, plan = await effects.with_plan(rollout_id)
+            stage = read.track(track).current
             judged = None
             if stage is not None:
-                judged = await self._gate.read(rollout, plan, track=track, stage=stage.key)
-            if stage is None or judged is None:
-                message = (
-                    f"{plan.track(track).label} has no gate to re-evaluate from a metrics source "
-                    "(figures entered by hand are asked in the thread when a window ends)."
-                )
-                await effects.refuse(actor, "reevaluate", rollout, message, track=track)
-                raise InvalidTransition(message)
-            verdict, reading = judged
-            try:
-                ready = reevaluation(
-                    rollout, plan, track=track, verdict=verdict, now=effects.clock()
-                )
-            except InvalidTransition as error:
-                await effects.refuse(actor, "reevaluate", rollout, error.message, track=track)
-                raise
-            if ready is None:
-                event = effects.event(
-                    actor,
-                    "gate",
-                    verdict.verdict.value,
-                    rollout,
-                    {
-                        **machine.verdict_to_json(verdict),
-                        **baseline_sample_detail(reading),
-                        **machine.late_to_json(reading.late),
-                        "interim": True,
-                    },
-                    track=track,
-                    stage=stage.key,
-                )
-                plan_track = plan.track(track)
-                shown = Reevaluated(
-                    actor,
-                    plan_track.label,
-                    plan_track.stage(stage.key).label,
-                    verdict.verdict,
-                    verdict.summary,
-                    stage.window_ends_at,
-                    reading.late,
-                )
-                # A new card version: Re-evaluate may be clicked again for a later reading.
-                return await effects.redraw(rollout, saying=shown, audit=[event])
-            # The lane is read before the stage is saved evaluating: a read that fails leaves
-            # the stage as it was (held, its Promote shown), not evaluating with no gate.
-            held = await self._gate.freeze_holding(
-                rollout, plan, track=track, stage=stage.key, verdict=verdict
+                judged = await self._gate.read(read, plan, track=track, stage=stage.key)
+            async with effects.lock(rollout_id):
+                rollout = await effects.get(rollout_id)
+                if rollout.track(track) == read.track(track):
+                    return await self._reevaluate(actor, rollout, plan, track, judged)
+                if not turn:
+                    message = (
+                        f"{plan.track(track).label} changed while its figures were read, again "
+                        "and again: nothing was judged. Press Re-evaluate again."
+                    )
+                    await effects.refuse(actor, "reevaluate", rollout, message, track=track)
+                    raise InvalidTransition(message)
+        raise AssertionError("the last turn judges or refuses")
+
+    async def _reevaluate(
+        self,
+        actor: str,
+        rollout: Rollout,
+        plan: RolloutPlan,
+        track: str,
+        judged: tuple[GateVerdict, Reading] | None,
+    ) -> Rollout:
+        """`reevaluate` on the figures `judged` (read without the lock), the lock held and the
+        track still as it was when they were read."""
+        effects, rollout_id = self._effects, rollout.id
+        stage = rollout.track(track).current
+        if stage is None or judged is None:
+            message = (
+                f"{plan.track(track).label} has no gate to re-evaluate from a metrics source "
+                "(figures entered by hand are asked in the thread when a window ends)."
             )
-            backstop = await write_backstop(effects, rollout, plan, track=track, stage=stage)
-            readied = partial(self._take_readied, rollout, plan, ready, track=track, stage=stage)
-            try:
-                await readied(judged=judged, held=held, actor=actor)
-            except ConcurrentChange as lost:
-                unsaved = partial(verdict_unsaved, effects, plan, track=track, stage=stage.key)
-                raise unsaved(backstop=backstop, lost=lost) from lost
-            return await effects.get(rollout_id)
+            await effects.refuse(actor, "reevaluate", rollout, message, track=track)
+            raise InvalidTransition(message)
+        verdict, reading = judged
+        try:
+            ready = reevaluation(rollout, plan, track=track, verdict=verdict, now=effects.clock())
+        except InvalidTransition as error:
+            await effects.refuse(actor, "reevaluate", rollout, error.message, track=track)
+            raise
+        if ready is None:
+            event = effects.event(
+                actor,
+                "gate",
+                verdict.verdict.value,
+                rollout,
+                {
+                    **machine.verdict_to_json(verdict),
+                    **baseline_sample_detail(reading),
+                    **machine.late_to_json(reading.late),
+                    "interim": True,
+                },
+                track=track,
+                stage=stage.key,
+            )
+            plan_track = plan.track(track)
+            shown = Reevaluated(
+                actor,
+                plan_track.label,
+                plan_track.stage(stage.key).label,
+                verdict.verdict,
+                verdict.summary,
+                stage.window_ends_at,
+                reading.late,
+            )
+            # A new card version: Re-evaluate may be clicked again for a later reading.
+            return await effects.redraw(rollout, saying=shown, audit=[event])
+        # The lane is read before the stage is saved evaluating: a read that fails leaves
+        # the stage as it was (held, its Promote shown), not evaluating with no gate.
+        held = await self._gate.freeze_holding(
+            rollout, plan, track=track, stage=stage.key, verdict=verdict
+        )
+        backstop = await write_backstop(effects, rollout, plan, track=track, stage=stage)
+        readied = partial(self._take_readied, rollout, plan, ready, track=track, stage=stage)
+        try:
+            await readied(judged=judged, held=held, actor=actor)
+        except ConcurrentChange as lost:
+            unsaved = partial(verdict_unsaved, effects, plan, track=track, stage=stage.key)
+            raise unsaved(backstop=backstop, lost=lost) from lost
+        return await effects.get(rollout_id)
 
     async def take_failing(
         self, *, rollout_id: str, track: str, stage: str, ends: datetime
     ) -> None:
         """A failing verdict's backstop fired (`bot.services.backstops`): the gate of `stage`,
         whose window ends at `ends`, runs again as Re-evaluate runs it, and only a failing
-        verdict is taken (a PASS or INCONCLUSIVE waits for the window's own timer). Other
-        replicas' saves winning every try raise `ConcurrentChange`: the timer is retried."""
+        verdict is taken (a PASS or INCONCLUSIVE waits for the window's own timer). A track saved
+        while its figures were read, or other replicas' saves winning every try, raise
+        `ConcurrentChange`: the timer is retried."""
         effects = self._effects
+        read, plan = await effects.with_plan(rollout_id)
+        if not machine.early_gate_stands(read, track=track, stage=stage, ends_at=ends):
+            return  # decided, extended or moved on since the click
+        # Read without the rollout's lock, as Re-evaluate reads: a slow metrics source never
+        # holds a person's Kill-switch or Roll back.
+        judged = await self._gate.read(read, plan, track=track, stage=stage)
+        if judged is None or judged[0].verdict in (Verdict.PASS, Verdict.INCONCLUSIVE):
+            return
         async with effects.lock(rollout_id):
-            rollout, plan = await effects.with_plan(rollout_id)
-            if not machine.early_gate_stands(rollout, track=track, stage=stage, ends_at=ends):
-                return  # decided, extended or moved on since the click
-            judged = await self._gate.read(rollout, plan, track=track, stage=stage)
-            if judged is None or judged[0].verdict in (Verdict.PASS, Verdict.INCONCLUSIVE):
-                return
+            rollout = await effects.get(rollout_id)
+            if rollout.track(track) != read.track(track):
+                if not machine.early_gate_stands(rollout, track=track, stage=stage, ends_at=ends):
+                    return
+                raise ConcurrentChange(f"{rollout_id} saved while read", rollout_id=rollout_id)
             verdict, reading = judged
             ready = reevaluation(rollout, plan, track=track, verdict=verdict, now=effects.clock())
             assert ready is not None  # a failing verdict on a stage observing or evaluating

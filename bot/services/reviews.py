@@ -24,7 +24,7 @@ from bot.domain import rollout as machine
 from bot.domain.errors import ConcurrentChange, GitHubError
 from bot.domain.plan import RolloutPlan
 from bot.domain.rollout import Review, Rollout
-from bot.services.ports import ReviewState
+from bot.services.ports import ReviewAhead, ReviewState
 from bot.services.records import BOT
 
 if TYPE_CHECKING:
@@ -34,10 +34,16 @@ log = logging.getLogger(__name__)
 
 
 async def send_review(
-    effects: EffectRunner, rollout: Rollout, review: Review, *, strict: bool = False
+    effects: EffectRunner,
+    rollout: Rollout,
+    review: Review,
+    *,
+    strict: bool = False,
+    ahead: ReviewAhead | None = None,
 ) -> bool:
     """Send a review (True: GitHub took it; False: nothing waited for it). Its failure is
-    recorded and asked again by the next reconcile, or raised when `strict` (one waits)."""
+    recorded and asked again by the next reconcile, or raised when `strict` (one waits).
+    `ahead`: what it reads on GitHub before it posts, read before the rollout's lock."""
     assert rollout.run_id is not None
     state: ReviewState = "approved" if review.approve else "rejected"
     try:
@@ -47,6 +53,7 @@ async def send_review(
             state=state,
             comment=review.comment,
             attempt=rollout.attempt,
+            ahead=ahead,
         )
     except GitHubError as error:
         # Level-triggered: the next reconcile asks again while GitHub still waits.
@@ -83,12 +90,12 @@ async def send_review(
 
 
 async def refusal_of(
-    effects: EffectRunner, rollout: Rollout, review: Review
+    effects: EffectRunner, rollout: Rollout, review: Review, ahead: ReviewAhead | None
 ) -> tuple[Review, GitHubError] | None:
-    """Carry out a saved decision's review: the review with GitHub's error when GitHub
-    refused or failed it (None: taken, or not waiting)."""
+    """Carry out a saved decision's review (`ahead`: see `send_review`): the review with
+    GitHub's error when GitHub refused or failed it (None: taken, or not waiting)."""
     try:
-        await send_review(effects, rollout, review, strict=True)
+        await send_review(effects, rollout, review, strict=True, ahead=ahead)
     except GitHubError as error:  # recorded, and asked again by the next reconcile
         return review, error
     return None

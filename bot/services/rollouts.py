@@ -28,13 +28,14 @@ from bot.services.dispatched_runs import DispatchedRuns
 from bot.services.effects import DISPATCH_TIMER, WINDOW_TIMER, EffectRunner
 from bot.services.following import RunFollower
 from bot.services.gating import Gate
-from bot.services.ports import MetricsSources, Words
+from bot.services.ports import MetricsSources
 from bot.services.preflight import Preflights
 from bot.services.records import Timer
 from bot.services.reevaluations import Reevaluations
 from bot.services.reruns import FailureJobReruns
 from bot.services.stops import Stops
 from bot.services.window_ends import EarlyGates, WindowEnds
+from bot.services.words import Words
 
 log = logging.getLogger(__name__)
 

@@ -40,11 +40,11 @@ from bot.services.failures import log_failure
 from bot.services.giving_up import DeadTimers, GivingUp
 from bot.services.leases import holding, replica_name
 from bot.services.polling import PollBudget, RolloutLooks, RunPoller, Sweep
-from bot.services.ports import Words
 from bot.services.records import Timer
 from bot.services.retention import Retention
 from bot.services.store_ports import Deliveries, RunLooks, Timers
 from bot.services.telemetry import UNTRACKED, Telemetry
+from bot.services.words import Words
 
 log = logging.getLogger(__name__)
 

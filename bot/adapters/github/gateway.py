@@ -29,7 +29,7 @@ from bot.domain.npm_secrets import PublishJob, SecretLevels
 from bot.domain.release_contents import WORKFLOWS_DIRECTORY, Comparison
 from bot.domain.run import RunSnapshot
 from bot.domain.run_link import LinkableRun
-from bot.services.ports import ReviewState
+from bot.services.ports import ReviewAhead, ReviewState
 
 
 class PyGithubGateway:
@@ -92,6 +92,7 @@ class PyGithubGateway:
         state: ReviewState,
         comment: str,
         attempt: int | None = None,
+        ahead: ReviewAhead | None = None,
     ) -> bool:
         # The App's rule first, then the reviewers for what the rule did not answer: an
         # environment may have both, but the App is never a required reviewer. The rule's
@@ -111,9 +112,17 @@ class PyGithubGateway:
             )
         rest = [name for name in environments if name not in answered]
         reviewed = rest != [] and await self._runs.review(
-            run_id=run_id, environments=rest, state=state, comment=comment, attempt=attempt
+            run_id=run_id,
+            environments=rest,
+            state=state,
+            comment=comment,
+            attempt=attempt,
+            ahead=ahead,
         )
         return bool(answered) or reviewed
+
+    async def review_ahead(self, run_id: int) -> ReviewAhead:
+        return await self._runs.review_ahead(run_id)
 
     async def rerun_job(self, *, run_id: int, job_id: int, attempt: int) -> int:
         return await self._runs.rerun_job(run_id=run_id, job_id=job_id, attempt=attempt)

@@ -12,11 +12,13 @@ import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC
+from typing import cast
 
 from github import GithubException, UnknownObjectException
 
-from bot.adapters.github.attempts import not_for, read_attempt
+from bot.adapters.github.attempts import latest_attempt, not_for, read_attempt
+from bot.adapters.github.job_snapshots import job_snapshot
 from bot.adapters.github.pages import every_page
 from bot.adapters.github.repository import learn_repository_id
 from bot.adapters.github.reviews import post_json, post_review
@@ -31,11 +33,14 @@ from bot.adapters.github.schema import (
 )
 from bot.adapters.github.transport import GitHubTransport
 from bot.domain.errors import GitHubError, RerunNotSeen, RerunUnclear
-from bot.domain.run import EnvironmentReview, JobConclusion, JobSnapshot, JobStatus, RunSnapshot
+from bot.domain.run import EnvironmentReview, RunSnapshot
 from bot.domain.run_link import LinkableRun
-from bot.services.ports import ReviewState
+from bot.services.ports import ReviewAhead, ReviewState
 
 _log = logging.getLogger(__name__)
+
+_ReviewRead = tuple[list[PendingDeployment], list[Review]]
+"""What waits for the bot on a run, and its review history."""
 
 
 class WorkflowRuns:
@@ -57,7 +62,7 @@ class WorkflowRuns:
             run = Run.model_validate(answer)
             learn_repository_id(github, answer.get("repository"))
             jobs = {
-                job.name: _job_snapshot(
+                job.name: job_snapshot(
                     run_id,
                     job.name,
                     job.status or "queued",
@@ -173,6 +178,21 @@ class WorkflowRuns:
             kind="review",
         )
 
+    async def review_ahead(self, run_id: int) -> ReviewAhead:
+        """What `review` reads before it posts, but the run's attempt (GitHub's failure to
+        answer kept as its read)."""
+
+        def read() -> _ReviewRead:
+            return self._pending_deployments(run_id), self._history(run_id, conditional=True)
+
+        try:
+            found: _ReviewRead | GitHubError = await self._github.call(
+                f"read the deployments waiting on run {run_id}", read, run_id=run_id, kind="review"
+            )
+        except GitHubError as error:
+            found = error
+        return ReviewAhead(run_id, found)
+
     async def review(
         self,
         *,
@@ -181,21 +201,17 @@ class WorkflowRuns:
         state: ReviewState,
         comment: str,
         attempt: int | None = None,
+        ahead: ReviewAhead | None = None,
     ) -> bool:
         verb = "approve" if state == "approved" else "reject"
         names = ", ".join(environments)
         operation = f"{verb} {names} on run {run_id}"
-        github = self._github
-
-        def read() -> tuple[list[PendingDeployment], list[Review], int | None]:
-            # The attempt read last: a re-run before the waits were read shows in it.
-            waits = self._pending_deployments(run_id)
-            history = self._history(run_id, conditional=True)
-            return waits, history, None if attempt is None else read_attempt(github, run_id)
-
-        pending, history, latest = await self._github.call(
-            f"read the deployments waiting on run {run_id}", read, run_id=run_id, kind="review"
-        )
+        if ahead is None or ahead.run_id != run_id:
+            ahead = await self.review_ahead(run_id)
+        pending, history = _read_of(ahead)
+        # The attempt read last, just before the post, never ahead of it: a re-run since the
+        # waits were read shows in it.
+        latest = None if attempt is None else await latest_attempt(self._github, run_id)
         if not_for(run_id, attempt, latest, operation):
             return False
         ids_by_name = {item.environment.name.casefold(): item.environment.id for item in pending}
@@ -322,6 +338,13 @@ class WorkflowRuns:
         return ours
 
 
+def _read_of(ahead: ReviewAhead) -> _ReviewRead:
+    """What `WorkflowRuns.review_ahead` read, or GitHub's failure to answer it raised."""
+    if isinstance(ahead.read, GitHubError):
+        raise ahead.read
+    return cast(_ReviewRead, ahead.read)
+
+
 def _ours(history: Sequence[Review], actor: str, state: ReviewState, ids: Sequence[int]) -> int:
     """How many reviews in the run's `history` are `actor`'s, `state`, of any of `ids`."""
     return sum(
@@ -354,44 +377,3 @@ def run_jobs(github: GitHubTransport, path: str) -> list[Job]:
 
 _JOB_PAGES = 50
 """Pages of a run's jobs read at most: every job GitHub lists, at any page size it keeps."""
-
-
-def _job_snapshot(
-    run_id: int,
-    name: str,
-    status: str,
-    conclusion: str | None,
-    completed_at: datetime | None,
-    html_url: str | None,
-    *,
-    ran: bool = True,
-    job_id: int = 0,
-) -> JobSnapshot:
-    """A job as the domain sees it. GitHub adds statuses and conclusions over time: an unknown
-    status counts as queued (not started, nothing to act on yet); an unknown conclusion of a
-    completed job counts as a failure, so the rollout reports it instead of waiting forever."""
-    try:
-        job_status = JobStatus(status)
-    except ValueError:
-        job_status = JobStatus.QUEUED
-    job_conclusion: JobConclusion | None = None
-    if job_status is JobStatus.COMPLETED:
-        try:
-            job_conclusion = JobConclusion(conclusion or "")
-        except ValueError:
-            _log.warning(
-                "GitHub: run %s: job %r ended with unknown conclusion %r; treated as a failure",
-                run_id,
-                name,
-                conclusion,
-            )
-            job_conclusion = JobConclusion.FAILURE
-    return JobSnapshot(
-        name=name,
-        job_id=job_id,
-        status=job_status,
-        conclusion=job_conclusion,
-        completed_at=completed_at,
-        html_url=html_url,
-        ran=ran,
-    )
