@@ -118,7 +118,7 @@ async def test_a_roll_back_takes_hold_while_a_reevaluate_waits_for_the_figures(
     answer (a dead Prometheus, its retries): a Roll back pressed meanwhile is saved and told at
     once; the Re-evaluate, its track stopped while it read, judges nothing."""
     async with turning_bad(tmp_path, database_url) as box:
-        gate = box.services.rollouts.reevaluate.__self__  # type: ignore[attr-defined]
+        gate = box.services.rollouts._gate
         read, reading, answered = gate.read, asyncio.Event(), asyncio.Event()
 
         async def slow(*args: Any, **kwargs: Any) -> Any:
