@@ -46,6 +46,7 @@ from bot.domain.npm import ReleaseFollow, ReleasePhase, Walkthrough
 from bot.domain.plan import Notifications
 from bot.domain.protection_rules import RuleRequest
 from bot.domain.rollout import (
+    EARLY_GATE_TIMER,
     Phase,
     Rollout,
     Stage,
@@ -53,6 +54,7 @@ from bot.domain.rollout import (
     Track,
     TrackState,
     backstop_timer_key,
+    early_gate_timer_key,
     window_timer_key,
     window_timer_payload,
 )
@@ -211,6 +213,16 @@ TIMERS = Family(
                 "payload": as_json(window_timer_payload(*v[1:])),
             },
             lambda data: _window(_stored(data)),
+        ),
+        Sample(
+            "early_gate",
+            (RID, "relay", "canary", AT),
+            lambda v: {
+                "key": early_gate_timer_key(*v, asked_at=AT - timedelta(minutes=50)),
+                "kind": EARLY_GATE_TIMER,
+                "payload": as_json(window_timer_payload(*v[1:])),
+            },
+            lambda data: _window(_stored(data), kind=EARLY_GATE_TIMER),
         ),
         Sample(
             "scheduled_dispatch",

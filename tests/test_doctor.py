@@ -581,9 +581,9 @@ async def test_a_database_that_takes_no_writes_fails_and_serve_refuses_it(
     assert err == f"rollout-bot: {said}\n"
 
 
-async def dead_window_timer(database_url: str, *, service: str) -> str:
-    """A rollout of `service`, not ended, whose canary's window timer was given up (dead after
-    its last attempt); its id."""
+async def dead_window_timer(database_url: str, *, service: str, kind: str = "window") -> str:
+    """A rollout of `service`, not ended, whose canary's window timer (or another of `kind`,
+    with a window timer's payload) was given up (dead after its last attempt); its id."""
     now = datetime.now(UTC)
     plan = load_plan(None)
     rollout = replace(
@@ -595,8 +595,8 @@ async def dead_window_timer(database_url: str, *, service: str) -> str:
         await RolloutStore(sessions, clock=lambda: now).create(rollout=rollout, plan=plan)
         timers = TimerStore(sessions)
         await timers.schedule(
-            key="window:r-00000000dead:relay:canary",
-            kind="window",
+            key=f"{kind}:r-00000000dead:relay:canary",
+            kind=kind,
             due_at=now,
             now=now,
             rollout_id=rollout.id,
@@ -641,3 +641,18 @@ async def test_slack_answers_in_another_shape_are_read_the_same(install: Install
     assert any("Slack token valid" in line for line in checks)
     limited = [c for c in install.slack.calls if c.response.get("error") == "ratelimited"]
     assert {c.method for c in limited} >= {"auth.test", "conversations.members"}
+
+
+async def test_an_early_gate_given_up_says_it_held_nothing(
+    install: Install, sqlite_database_url: str
+) -> None:
+    """A Re-evaluate's failing verdict's early gate given up holds no stage: the doctor says so,
+    and what still gates the stage (not "its stage holds for a person")."""
+    rollout_id = await dead_window_timer(sqlite_database_url, service="default", kind="early_gate")
+
+    code, out, _ = await run_doctor(install)
+
+    (line,) = [line for line in out.splitlines() if "was given up" in line]
+    assert line.startswith(f"⚠ the early_gate timer of canary (relay) of rollout {rollout_id} ")
+    assert "it held nothing" in line and "holds for a person" not in line, line
+    assert code == 0

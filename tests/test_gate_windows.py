@@ -134,7 +134,7 @@ def test_a_held_stage_re_evaluated_inconclusive_extends_its_latest_window() -> N
     """Held on a PASS, re-evaluated two hours later: INCONCLUSIVE extends the window once."""
     rollout = held(False)
     assert window_at(rollout, LATER) == (LATER - timedelta(minutes=30), LATER)
-    ready = reevaluation(rollout, PLAN, track="relay", verdict=NO_DATA)
+    ready = reevaluation(rollout, PLAN, track="relay", verdict=NO_DATA, now=LATER)
     assert ready is not None
     extended = gate_evaluated(
         ready.rollout, PLAN, track="relay", stage="canary", verdict=NO_DATA, now=LATER

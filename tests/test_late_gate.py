@@ -24,7 +24,7 @@ from bot.domain.gate import Verdict
 from bot.domain.metrics import LATE_GATE, gate_windows
 from bot.domain.plan import PrometheusMetrics
 from bot.domain.rollout import Rollout, window_ended
-from bot.services.gating import read_gate
+from bot.services.gate_reads import read_gate
 from bot.services.outbox_messages import gate_card as outbox_gate_card
 from bot.services.outbox_messages import gate_reading
 from sandbox.prometheus_exporter import PrometheusProcess, prometheus_binary, promtool_binary

@@ -79,6 +79,28 @@ def blink() -> OperationalError:
     return OperationalError("UPDATE rollouts", {}, ConnectionResetError("lost"))
 
 
+async def reevaluated_blinking(
+    box: Sandbox, monkeypatch: pytest.MonkeyPatch, on: Callable[[Rollout], bool]
+) -> None:
+    """Re-evaluate is clicked on the relay canary whose figures turned bad, and the
+    database blinks on the first save `on` picks: the click says it may not have gone through."""
+    blinked: list[Rollout] = []
+
+    async def blink_once(_: Save, rollout: Rollout) -> None:
+        if not blinked and on(rollout):
+            blinked.append(rollout)
+            raise blink()
+
+    before_saves(box, monkeypatch, blink_once)
+    told = await reevaluate(box)
+    assert blinked and told is not None and INTERRUPTED in told, told
+
+
+def readying(rollout: Rollout) -> bool:
+    """The save of the canary readied for its verdict (saved evaluating)."""
+    return stage_state(rollout, "relay", "canary") is StageState.EVALUATING
+
+
 @pytest.mark.database_matters
 async def test_a_reevaluate_of_a_held_stage_decides_again_after_a_save_elsewhere(
     tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
@@ -122,18 +144,7 @@ async def test_a_reevaluate_whose_verdict_save_blinks_is_decided_by_its_backstop
     rolls back, once. Before, the stage stayed evaluating with no timer, its window's long
     fired, until someone clicked again: a failing canary kept its traffic all night."""
     async with turning_bad(tmp_path, database_url) as box:
-        blinked: list[Rollout] = []
-
-        async def blink_on_the_verdict(_: Save, rollout: Rollout) -> None:
-            if not blinked and verdict_saved(rollout):
-                blinked.append(rollout)
-                raise blink()
-
-        before_saves(box, monkeypatch, blink_on_the_verdict)
-        told = await reevaluate(box)
-
-        assert blinked, "the verdict was never saved"
-        assert told is not None and INTERRUPTED in told, told
+        await reevaluated_blinking(box, monkeypatch, verdict_saved)
         stranded = await box.rollout()
         assert stage_state(stranded, "relay", "canary") is StageState.EVALUATING
         telemetry = box.services.rollouts.effects.telemetry
@@ -185,17 +196,7 @@ async def test_a_reevaluate_of_an_observed_stage_writes_no_backstop_to_end_its_w
     Its figures recover: past the backstop's wait the window still runs (its own timer ends
     it when the card says), never closed early by a backstop that would then promote it."""
     async with turning_bad(tmp_path, database_url, reach=observing) as box:
-        blinked: list[Rollout] = []
-
-        async def blink_on_readying(_: Save, rollout: Rollout) -> None:
-            if not blinked and stage_state(rollout, "relay", "canary") is StageState.EVALUATING:
-                blinked.append(rollout)
-                raise blink()
-
-        before_saves(box, monkeypatch, blink_on_readying)
-        told = await reevaluate(box)
-
-        assert blinked and told is not None and INTERRUPTED in told, told
+        await reevaluated_blinking(box, monkeypatch, readying)
         every_gate_passes(box)
         await box.pass_time(REEVALUATE_BACKSTOP + timedelta(minutes=1))
         still = await box.rollout()

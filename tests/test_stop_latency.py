@@ -117,7 +117,7 @@ def figures_answered_once_set(
     """The gate's reads of the figures (a Re-evaluate's) wait until the second event is set
     (a metrics source that does not answer); the first is set once one waits; the list: the
     relay's state as each read saw it."""
-    gate = box.services.rollouts.reevaluate.__self__  # type: ignore[attr-defined]
+    gate = box.services.rollouts._gate
     read, reading, answered = gate.read, asyncio.Event(), asyncio.Event()
     reads: list[TrackState] = []
 

@@ -10,6 +10,7 @@ from collections.abc import Collection
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.config import Settings
+from bot.domain.rollout import EARLY_GATE_TIMER
 from bot.services.effects import TIMER_KINDS, WINDOW_TIMER
 from bot.services.failures import error_summary
 from bot.services.findings import Finding, failed, warned
@@ -20,6 +21,12 @@ from storage.timers import TimerStore
 HELD = (
     "its stage holds for a person (the thread says why): fix the cause (the log's `timer … "
     "dead-lettered` line), then Re-evaluate, Extend, Promote or Roll back from its card; "
+    "RolloutBotTimerDeadLettered lasts until the rollout ends"
+)
+
+EARLY_GATE = (
+    "it held nothing: a Re-evaluate's failing verdict was not taken again; the window's own "
+    "timer gates the stage at its end, or Re-evaluate from its card runs the gate now; "
     "RolloutBotTimerDeadLettered lasts until the rollout ends"
 )
 
@@ -63,4 +70,4 @@ def _finding(timer: Timer, configured: Collection[str]) -> Finding:
             f"{check}; the services file no longer names `{timer.service}`",
             NOT_FOLLOWED.format(service=timer.service),
         )
-    return warned(check, HELD)
+    return warned(check, EARLY_GATE if timer.kind == EARLY_GATE_TIMER else HELD)

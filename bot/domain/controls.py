@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from bot.domain.errors import PromotedWhileStopping, RolloutError
@@ -29,6 +29,7 @@ from bot.domain.rollout import (
     StageState,
     TrackState,
     gate_missed,
+    window_runs,
 )
 from bot.domain.run_link import may_link
 
@@ -290,24 +291,26 @@ def card_applies(control: Control, rollout: Rollout, plan: RolloutPlan, card: Ca
 
 
 def reevaluation(
-    rollout: Rollout, plan: RolloutPlan, *, track: str, verdict: GateVerdict
+    rollout: Rollout, plan: RolloutPlan, *, track: str, verdict: GateVerdict, now: datetime
 ) -> Decision | None:
-    """What Re-evaluate now does with a fresh verdict on the track's current stage.
+    """What Re-evaluate now does at `now` with a fresh verdict on the track's current stage.
 
-    Held (or still evaluating): the verdict is applied exactly as at the window's end, so the
-    stage is put back to evaluating for `gate_evaluated`. Observing: only a failing verdict
-    acts at once (the window stops and the track rolls back or trips its kill-switch); a PASS
-    or INCONCLUSIVE is shown and the window runs on, so a re-evaluation never promotes early.
-    Returns the decision that readies the stage for `gate_evaluated`, or None when the
+    Held (or evaluating past its window's end): the verdict is applied exactly as at the
+    window's end, so the stage is put back to evaluating for `gate_evaluated`. Observing, or
+    left evaluating while its window runs (a failing verdict's save was lost): only a failing
+    verdict acts at once (the window stops and the track rolls back or trips its kill-switch);
+    a PASS or INCONCLUSIVE is shown and the window runs on, so a re-evaluation never promotes
+    early. Returns the decision that readies the stage for `gate_evaluated`, or None when the
     verdict is only shown.
     """
     if (refused := not_reevaluable(rollout, plan, track=track)) is not None:
         raise InvalidTransition(refused)
-    current_track = rollout.track(track)
+    current_track, plan_track = rollout.track(track), plan.track(track)
     stage = current_track.current
     assert stage is not None
     failing = verdict.verdict not in (Verdict.PASS, Verdict.INCONCLUSIVE)
-    if stage.state is StageState.OBSERVING and not failing:
+    running = stage.state is StageState.EVALUATING and window_runs(stage, now, plan_track.metrics)
+    if (stage.state is StageState.OBSERVING or running) and not failing:
         return None
     # An observed stage's window timer is kept: should the verdict's save be lost (the replica
     # dies, the database blinks), the stage evaluating still gets its gate at the window's end.

@@ -1,12 +1,16 @@
-"""A Re-evaluate's backstop: the window timer that takes a held stage's verdict should the
-click not save it.
+"""A Re-evaluate's backstop: the timer that takes a stage's verdict should the click not save
+it.
 
-Re-evaluate saves a held stage evaluating, then saves the gate's verdict: two saves. The
-window's own timer fired long ago, so a replica that dies between them, a database blink on
-the second, or other replicas winning each of its tries would leave the stage evaluating with
-nothing to decide it. The backstop is written before the first save; it fires as the window's
-own timer would (`bot.services.window_ends`), and on a stage decided meanwhile, or never saved
-evaluating, it changes nothing (`bot.domain.rollout.window_ended`).
+Re-evaluate saves the stage evaluating, then saves the gate's verdict: two saves. A replica
+that dies between them (or before the first), a database blink on either, or other replicas
+winning each of its tries would leave the verdict untaken. The backstop is written before the
+first save. On a held stage (its window's own timer fired long ago) it is a window timer that
+fires as the window's own would (`bot.services.window_ends`). On a stage whose window still
+runs (only a failing verdict acts there: `bot.domain.controls.reevaluation`) it is an early
+gate (`EARLY_GATE_TIMER`): it runs the gate again and takes only a failing verdict, so a lost
+roll back is not left until the window's end, and no PASS ends the window early. On a stage
+decided meanwhile, either changes nothing (`bot.domain.rollout.window_ended`,
+`early_gate_stands`).
 """
 
 from __future__ import annotations
@@ -15,9 +19,9 @@ from datetime import datetime, timedelta
 
 from bot.domain import rollout as machine
 from bot.domain.errors import ConcurrentChange
-from bot.domain.plan import RolloutPlan, settle_of
-from bot.domain.rollout import Rollout, Stage, StageState
-from bot.services.effects import EffectRunner
+from bot.domain.plan import RolloutPlan
+from bot.domain.rollout import Rollout, Stage
+from bot.services.effects import WINDOW_TIMER, EffectRunner
 
 REEVALUATE_BACKSTOP = timedelta(minutes=5)
 """How long after a Re-evaluate its backstop runs the gate again: a verdict saved by then (in
@@ -28,19 +32,24 @@ async def write_backstop(
     effects: EffectRunner, rollout: Rollout, plan: RolloutPlan, *, track: str, stage: Stage
 ) -> datetime | None:
     """Write the backstop of a Re-evaluate about to save `stage` evaluating; returns when it
-    fires. None: the stage needs none, or no window timer could decide it. A stage whose
-    window has not ended (observed, or left evaluating by a failing verdict whose save was
-    lost) keeps its window's own timer, which ends the window when the card says: a backstop
-    would end it early, and a PASS of its first minutes would hold or promote it."""
+    fires. None: no window timer could decide it (no window). A stage whose window has not
+    ended (observed, or left evaluating by a failing verdict whose save was lost) keeps its
+    window's own timer, which ends the window when the card says, and gets an early gate: a
+    window timer would end it early, and a PASS of its first minutes would hold or promote it."""
     ends = stage.window_ends_at
-    if stage.state is StageState.OBSERVING or ends is None:
+    if ends is None:
         return None
     now = effects.clock()
-    if now < ends + settle_of(plan.track(track).metrics):  # its own timer is still to fire
-        return None
     due = now + REEVALUATE_BACKSTOP
-    key = machine.backstop_timer_key(rollout.id, track, stage.key, ends, asked_at=now)
-    await effects.window_timer(rollout, key=key, track=track, stage=stage.key, ends=ends, due=due)
+    if machine.window_runs(stage, now, plan.track(track).metrics):
+        kind = machine.EARLY_GATE_TIMER
+        key = machine.early_gate_timer_key(rollout.id, track, stage.key, ends, asked_at=now)
+    else:
+        kind = WINDOW_TIMER
+        key = machine.backstop_timer_key(rollout.id, track, stage.key, ends, asked_at=now)
+    await effects.window_timer(
+        rollout, key=key, track=track, stage=stage.key, ends=ends, due=due, kind=kind
+    )
     return due
 
 

@@ -65,6 +65,7 @@ DISPATCH_TIMER = "scheduled_dispatch"
 TIMER_KINDS = frozenset(
     {
         WINDOW_TIMER,
+        machine.EARLY_GATE_TIMER,
         DISPATCH_TIMER,
         UNFOLLOWED_TIMER,
         RELEASE_TIMER,
@@ -285,13 +286,22 @@ class EffectRunner:
         return None
 
     async def window_timer(
-        self, rollout: Rollout, *, key: str, track: str, stage: str, ends: datetime, due: datetime
+        self,
+        rollout: Rollout,
+        *,
+        key: str,
+        track: str,
+        stage: str,
+        ends: datetime,
+        due: datetime,
+        kind: str = WINDOW_TIMER,
     ) -> None:
         """Write (once per `key`) the timer that closes the window of `stage` ending at `ends`,
-        to fire at `due`."""
+        to fire at `due` (or, of `kind` `EARLY_GATE_TIMER`, that backs a failing verdict on it
+        while it runs)."""
         await self.timers.schedule(
             key=key,
-            kind=WINDOW_TIMER,
+            kind=kind,
             due_at=due,
             now=self.clock(),
             rollout_id=rollout.id,

@@ -1,4 +1,4 @@
-"""Gating a stage: reading and judging its figures, typed figures, re-evaluating on request.
+"""Gating a stage: reading and judging its figures, typed figures, taking its verdict.
 
 A stage observes for its window; when it ends (`bot.services.window_ends`) the gate reads the
 figures from the track's metrics source (or the approvers are asked for them, the `manual`
@@ -9,46 +9,35 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from functools import partial
 from typing import Protocol
 
 from bot.domain import rollout as machine
-from bot.domain.controls import not_reevaluable, reevaluation, typed_for_another_window
-from bot.domain.errors import ConcurrentChange
+from bot.domain.controls import typed_for_another_window
 from bot.domain.freeze import Freeze
 from bot.domain.gate import GateVerdict, Verdict
 from bot.domain.metrics import (
     Figures,
-    QueryWindow,
     Reading,
     baseline_sample_detail,
     gate_windows,
-    judge,
-    judge_late,
 )
 from bot.domain.plan import PromoteMode, RolloutPlan, Track, settle_of
 from bot.domain.rollout import (
     InvalidTransition,
-    Reevaluated,
     Rollout,
     Stage,
     StageState,
 )
-from bot.services.acting import put_back
-from bot.services.backstops import verdict_unsaved, write_backstop
 from bot.services.effects import EffectRunner
 from bot.services.following import RunFollower
 from bot.services.freeze_ends import watch_after_hold, watch_freeze_end
+from bot.services.gate_reads import read_gate
 from bot.services.outbox_messages import gate_card
-from bot.services.ports import MetricsSource, MetricsSources
+from bot.services.ports import MetricsSources
 from bot.services.records import metrics_actor
 from bot.services.words import Words
 
 log = logging.getLogger(__name__)
-
-REREADS = 2
-"""How many times a Re-evaluate reads the figures again when its track changed while they were
-read (a stop, a look's save), before it is refused."""
 
 
 class PromotionFreeze(Protocol):
@@ -59,7 +48,7 @@ class PromotionFreeze(Protocol):
 
 
 class Gate:
-    """Closes windows, reads and judges figures, and re-evaluates a gate on request."""
+    """Closes windows, reads and judges figures (a Re-evaluate's: `bot.services.reevaluations`)."""
 
     def __init__(
         self, effects: EffectRunner, follower: RunFollower, *, sources: MetricsSources
@@ -85,9 +74,9 @@ class Gate:
     ) -> None:
         """Apply the verdict read from the track's source (`read`) to the stage evaluating."""
         verdict, reading = judged
-        held = await self._freeze_holding(rollout, plan, track=track, stage=stage, verdict=verdict)
+        held = await self.freeze_holding(rollout, plan, track=track, stage=stage, verdict=verdict)
         actor = metrics_actor(reading.source)
-        await self._judge(
+        await self.decide(
             rollout,
             plan,
             track=track,
@@ -147,122 +136,15 @@ class Gate:
                 current_error=figures.error_rate,
                 sample=figures.sample,
             )
-            held = await self._freeze_holding(
+            held = await self.freeze_holding(
                 rollout, plan, track=track, stage=stage, verdict=verdict
             )
-            await self._judge(
+            await self.decide(
                 rollout, plan, track=track, stage=stage, verdict=verdict, held=held, actor=actor
             )
             await self._follower.reconcile_locked(rollout_id)
 
-    async def reevaluate(self, *, actor: str, rollout_id: str, track: str) -> Rollout:
-        """Re-evaluate now: read the current stage's figures again and apply the gate as
-        `bot.domain.controls.reevaluation` defines (a held stage takes the new verdict; an
-        observed one only stops early on a failing verdict, never promotes early)."""
-        effects = self._effects
-        for turn in range(REREADS, -1, -1):
-            # Read without the rollout's lock: a metrics source slow to answer (its retries
-            # and timeouts) never holds a person's Kill-switch or Roll back. A track with no
-            # gate to run (stopped meanwhile) is refused under the lock, nothing read.
-            read, plan = await effects.with_plan(rollout_id)
-            stage = read.track(track).current
-            judged = None
-            if stage is not None and not_reevaluable(read, plan, track=track) is None:
-                judged = await self.read(read, plan, track=track, stage=stage.key)
-            async with effects.lock(rollout_id):
-                rollout = await effects.get(rollout_id)
-                unchanged = rollout.track(track) == read.track(track)
-                if unchanged or not_reevaluable(rollout, plan, track=track) is not None:
-                    return await self._reevaluate(actor, rollout, plan, track, judged)
-                if not turn:
-                    message = (
-                        f"{plan.track(track).label} changed while its figures were read, again "
-                        "and again: nothing was judged. Press Re-evaluate again."
-                    )
-                    await effects.refuse(actor, "reevaluate", rollout, message, track=track)
-                    raise InvalidTransition(message)
-        raise AssertionError("the last turn judges or refuses")
-
-    async def _reevaluate(
-        self,
-        actor: str,
-        rollout: Rollout,
-        plan: RolloutPlan,
-        track: str,
-        judged: tuple[GateVerdict, Reading] | None,
-    ) -> Rollout:
-        """`reevaluate` on the figures `judged` (read without the lock), the lock held and the
-        track still as it was when they were read (or with no gate to run now)."""
-        effects, rollout_id = self._effects, rollout.id
-        stage = rollout.track(track).current
-        message = not_reevaluable(rollout, plan, track=track)
-        if message is None and judged is None:
-            message = (
-                f"{plan.track(track).label} has no gate to re-evaluate from a metrics source "
-                "(figures entered by hand are asked in the thread when a window ends)."
-            )
-        if message is not None:
-            await effects.refuse(actor, "reevaluate", rollout, message, track=track)
-            raise InvalidTransition(message)
-        assert stage is not None and judged is not None
-        verdict, reading = judged
-        ready = reevaluation(rollout, plan, track=track, verdict=verdict)
-        if ready is None:
-            event = effects.event(
-                actor,
-                "gate",
-                verdict.verdict.value,
-                rollout,
-                {
-                    **machine.verdict_to_json(verdict),
-                    **baseline_sample_detail(reading),
-                    **machine.late_to_json(reading.late),
-                    "interim": True,
-                },
-                track=track,
-                stage=stage.key,
-            )
-            plan_track = plan.track(track)
-            shown = Reevaluated(
-                actor,
-                plan_track.label,
-                plan_track.stage(stage.key).label,
-                verdict.verdict,
-                verdict.summary,
-                stage.window_ends_at,
-                reading.late,
-            )
-            # A new card version: Re-evaluate may be clicked again for a later reading.
-            return await effects.redraw(rollout, saying=shown, audit=[event])
-        # The lane is read before the stage is saved evaluating: a read that fails leaves
-        # the stage as it was (held, its Promote shown), not evaluating with no gate.
-        held = await self._freeze_holding(
-            rollout, plan, track=track, stage=stage.key, verdict=verdict
-        )
-        backstop = await write_backstop(effects, rollout, plan, track=track, stage=stage)
-        evaluating = await effects.apply(rollout, ready, plan)
-        put_back()  # readied for the verdict, not judged: the click's effect is not done yet
-        asked, latest = evaluating.track(track).stage(stage.key), [evaluating]
-        decide = partial(self._judge, plan=plan, track=track, stage=stage.key, verdict=verdict)
-
-        async def judge() -> None:
-            # Another replica's save since the stage was saved evaluating: the verdict is
-            # taken again on its state, while the stage still evaluates that window. A held
-            # stage's only timer left is this click's backstop, minutes away.
-            current = latest.pop() if latest else await effects.get(rollout_id)
-            if not still_evaluating(current.track(track).stage(stage.key), asked):
-                return
-            await decide(current, held=held, actor=actor, reading=reading)
-
-        try:
-            await effects.serialised(rollout_id, judge)
-        except ConcurrentChange as lost:
-            unsaved = partial(verdict_unsaved, effects, plan, track=track, stage=stage.key)
-            raise unsaved(backstop=backstop, lost=lost) from lost
-        await self._follower.settle(rollout_id)
-        return await effects.get(rollout_id)
-
-    async def _judge(
+    async def decide(
         self,
         rollout: Rollout,
         plan: RolloutPlan,
@@ -328,7 +210,7 @@ class Gate:
             service=rollout.service, track=track, verdict=verdict.verdict.value
         )
 
-    async def _freeze_holding(
+    async def freeze_holding(
         self, rollout: Rollout, plan: RolloutPlan, *, track: str, stage: str, verdict: GateVerdict
     ) -> Freeze | None:
         """The freeze that holds this stage's automatic promotion (read only when a PASS would
@@ -348,23 +230,6 @@ def still_evaluating(stage: Stage, asked: Stage) -> bool:
         asked.window_ends_at,
         asked.observed_from,
     )
-
-
-async def read_gate(
-    source: MetricsSource, track: Track, windows: tuple[QueryWindow, ...]
-) -> tuple[GateVerdict, Reading] | None:
-    """Read the gate's windows (`gate_windows`: its own, and the latest stretch when it runs
-    late) and judge them; a late gate takes the worse verdict (`judge_late`). None: a person
-    types the figures. Figures of no window (`static`) are read once."""
-    own, *later = windows
-    reading = await source.read(own)
-    if reading is None:
-        return None
-    if not later or reading.window is None:
-        return judge(track, reading), reading
-    latest = await source.read(later[0])
-    assert latest is not None  # a source that read one window reads any
-    return judge_late(track, (own, reading), (later[0], latest))
 
 
 def _same_window(

@@ -15,7 +15,13 @@ from typing import Protocol
 from bot.domain.plan import RolloutPlan
 from bot.domain.reasons import Reason
 from bot.domain.release_contents import ReleaseContents
-from bot.domain.rollout import DISPATCH_SEARCH, UNREAD_AFTER, InvalidTransition, Rollout
+from bot.domain.rollout import (
+    DISPATCH_SEARCH,
+    EARLY_GATE_TIMER,
+    UNREAD_AFTER,
+    InvalidTransition,
+    Rollout,
+)
 from bot.domain.service import DEFAULT_SERVICE
 from bot.services.actions import PeoplesActions
 from bot.services.dispatched_runs import DispatchedRuns
@@ -25,9 +31,10 @@ from bot.services.gating import Gate
 from bot.services.ports import MetricsSources
 from bot.services.preflight import Preflights
 from bot.services.records import Timer
+from bot.services.reevaluations import Reevaluations
 from bot.services.reruns import FailureJobReruns
 from bot.services.stops import Stops
-from bot.services.window_ends import WindowEnds
+from bot.services.window_ends import EarlyGates, WindowEnds
 from bot.services.words import Words
 
 log = logging.getLogger(__name__)
@@ -69,6 +76,8 @@ class RolloutService:
         preflight = Preflights(effects, follower, dispatched, words, plan=plan, service=service)
         gate = Gate(effects, follower, sources=metrics)
         self._windows = WindowEnds(effects, follower, gate)
+        reevaluations = Reevaluations(effects, follower, gate)
+        self._early_gates = EarlyGates(reevaluations)
         actions = PeoplesActions(effects, follower, words)
         self.effects = effects
         """The effect runner every use case saves through (GitHub, the outbox, the audit)."""
@@ -92,7 +101,7 @@ class RolloutService:
         self._gate = gate
         self._handlers: dict[str, TimerHandler] = {}
         self.submit_figures = gate.submit_figures
-        self.reevaluate = gate.reevaluate
+        self.reevaluate = reevaluations.reevaluate
         self.promotions_frozen_with = gate.frozen_with
         self.promote = actions.promote
         self.extend = actions.extend
@@ -118,10 +127,13 @@ class RolloutService:
         return self._handlers.get(kind)
 
     def _handler(self, timer: Timer) -> TimerHandler | None:
-        """Who handles `timer`'s kind: a window's end (the gate), a scheduled dispatch, a run
-        nobody adopted in time (`bot.services.unfollowed_runs`)."""
+        """Who handles `timer`'s kind: a window's end or a failing verdict's early gate (the
+        gate), a scheduled dispatch, a run nobody adopted in time
+        (`bot.services.unfollowed_runs`)."""
         if timer.kind == WINDOW_TIMER:
             return self._windows
+        if timer.kind == EARLY_GATE_TIMER:
+            return self._early_gates
         return self._handlers.get(timer.kind)
 
     async def on_timer(self, timer: Timer) -> None:

@@ -21,6 +21,7 @@ from bot.services.following import RunFollower
 from bot.services.gating import Gate, still_evaluating
 from bot.services.outbox_messages import figures_request
 from bot.services.records import BOT, Timer
+from bot.services.reevaluations import Reevaluations
 
 log = logging.getLogger(__name__)
 
@@ -125,11 +126,36 @@ class WindowEnds:
                 await effects.serialised(rollout_id, hold)
 
 
-def _window(timer: Timer) -> tuple[str, str, str, datetime] | None:
-    """The rollout, track, stage and window end a window timer closes (None: not a window
-    timer). The end is as stored when it was scheduled (a retry moves only its due time);
-    timers of earlier versions carry it in their key alone."""
-    if timer.kind != WINDOW_TIMER or timer.rollout_id is None or timer.payload is None:
+class EarlyGates:
+    """Fires failing verdicts' backstops (`EARLY_GATE_TIMER`, `bot.services.backstops`)."""
+
+    def __init__(self, reevaluations: Reevaluations) -> None:
+        self._reevaluations = reevaluations
+
+    async def on_timer(self, timer: Timer) -> None:
+        """The gate of a stage whose window still ran at a Re-evaluate's failing verdict runs
+        again, and takes only a failing verdict (`Reevaluations.take_failing`)."""
+        window = _window(timer, kind=machine.EARLY_GATE_TIMER)
+        if window is None:
+            log.warning("ignoring timer %s of kind %s", timer.key, timer.kind)
+            return
+        rollout_id, track, stage, ends = window
+        with rollout_context(rollout_id):
+            await self._reevaluations.take_failing(
+                rollout_id=rollout_id, track=track, stage=stage, ends=ends
+            )
+
+    async def on_timer_dead(self, timer: Timer, *, reason: Reason) -> None:
+        """It gave up: the window's own timer still gates the stage at its end."""
+        log.error("early gate %s gave up; the window's own timer gates it at its end", timer.key)
+
+
+def _window(timer: Timer, *, kind: str = WINDOW_TIMER) -> tuple[str, str, str, datetime] | None:
+    """The rollout, track, stage and window end a window timer (or another timer of `kind`
+    carrying a window timer's payload) closes (None: not such a timer). The end is as stored
+    when it was scheduled (a retry moves only its due time); window timers of earlier versions
+    carry it in their key alone."""
+    if timer.kind != kind or timer.rollout_id is None or timer.payload is None:
         return None
     rollout_id = timer.rollout_id
     track, stage = str(timer.payload["track"]), str(timer.payload["stage"])

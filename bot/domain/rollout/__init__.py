@@ -81,11 +81,15 @@ from bot.domain.rollout.events import (
     TrackStopped,
 )
 from bot.domain.rollout.gating import (
+    EARLY_GATE_TIMER,
+    early_gate_stands,
+    early_gate_timer_key,
     gate_evaluated,
     held_by_freeze,
     held_by_freezes,
     stages_held_by_freezes,
     window_ended,
+    window_runs,
     window_timer_dead,
 )
 from bot.domain.rollout.left import Left, TrackLeft, tracks_left
@@ -126,6 +130,7 @@ from bot.domain.rollout.work import reached_label
 
 __all__ = [
     "DISPATCH_SEARCH",
+    "EARLY_GATE_TIMER",
     "TERMINAL_TRACK",
     "UNREAD_AFTER",
     "Announce",
@@ -181,6 +186,8 @@ __all__ = [
     "contents_from_json",
     "contents_to_json",
     "dispatched",
+    "early_gate_stands",
+    "early_gate_timer_key",
     "event_from_json",
     "event_to_json",
     "extend",
@@ -218,6 +225,7 @@ __all__ = [
     "verdict_from_json",
     "verdict_to_json",
     "window_ended",
+    "window_runs",
     "window_timer_dead",
     "window_timer_key",
     "window_timer_payload",

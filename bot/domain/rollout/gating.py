@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 
 from bot.domain.freeze import Freeze
 from bot.domain.gate import GateKind, GateReason, GateVerdict, Verdict
 from bot.domain.late_gate import LateGate
-from bot.domain.plan import ManualMetrics, PromoteMode, RolloutPlan, settle_of
+from bot.domain.plan import ManualMetrics, Metrics, PromoteMode, RolloutPlan, settle_of
 from bot.domain.plan import Track as PlanTrack
 from bot.domain.reasons import Reason
 from bot.domain.rollout.effects import (
@@ -33,6 +33,7 @@ from bot.domain.rollout.state import (
     StopReason,
     TrackState,
     reopened_from,
+    window_timer_key,
 )
 from bot.domain.rollout.work import Work, advance, reached_label
 
@@ -44,6 +45,37 @@ def _timer_still_closes(stage: Stage, due_at: datetime) -> bool:
         StageState.OBSERVING,
         StageState.EVALUATING,
     )
+
+
+EARLY_GATE_TIMER = "early_gate"
+"""The timer kind of a failing verdict's backstop (`early_gate_timer_key`)."""
+
+
+def early_gate_timer_key(
+    rollout_id: str, track: str, stage: str, ends_at: datetime, *, asked_at: datetime
+) -> str:
+    """The timer that backs a Re-evaluate's failing verdict on a stage whose window ending at
+    `ends_at` still runs, asked at `asked_at`: it runs the gate again and takes only a failing
+    verdict (`early_gate_stands`), so it never ends a window early on a PASS. Its payload is
+    a window timer's; its kind (`EARLY_GATE_TIMER`) is not, so no window timer's handler fires
+    it."""
+    window = window_timer_key(rollout_id, track, stage, ends_at).removeprefix("window:")
+    return ":".join(("early-gate", window, asked_at.astimezone(UTC).isoformat()))
+
+
+def early_gate_stands(rollout: Rollout, *, track: str, stage: str, ends_at: datetime) -> bool:
+    """Whether a failing verdict's backstop for the window of `stage` ending at `ends_at` may
+    still act: the stage observes or evaluates that window (not decided, extended or moved
+    on since), its track still active."""
+    active = rollout.track(track)
+    return active.state is TrackState.ACTIVE and _timer_still_closes(active.stage(stage), ends_at)
+
+
+def window_runs(stage: Stage, now: datetime, metrics: Metrics) -> bool:
+    """Whether the window of `stage` still runs at `now`: its window's own timer (due at its
+    end and the source's `settle`) is still to fire, so no gate may end it on a PASS."""
+    ends = stage.window_ends_at
+    return ends is not None and now < ends + settle_of(metrics)
 
 
 def window_ended(rollout: Rollout, *, track: str, stage: str, due_at: datetime) -> Decision:
