@@ -232,3 +232,32 @@ async def test_a_reevaluate_of_a_stage_left_evaluating_mid_window_writes_no_back
         assert stage_state(still, "relay", "canary") is StageState.EVALUATING
         await box.pass_time(timedelta(hours=1))
         await box.wait_until(lambda r: stage_state(r, "relay", "canary") is StageState.HOLDING)
+
+
+@pytest.mark.database_matters
+async def test_a_reevaluate_that_loses_its_first_save_says_it_changed_nothing(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The held relay canary's figures turn bad and Re-evaluate is clicked; another replica
+    saves the rollout just before the click saves the stage evaluating. The person is told the
+    truth: the click changed nothing (not that it saved the stage evaluating, nor that the
+    gate runs again on its own: the held stage's backstop finds it held and does nothing). The
+    canary stays held, and Re-evaluate clicked again rolls the track back."""
+    async with turning_bad(tmp_path, database_url) as box:
+        elsewhere: list[Rollout] = []
+
+        async def another_replica_first(save: Save, rollout: Rollout) -> None:
+            if not elsewhere and readying(rollout):
+                latest = await box.services.rollouts.effects.get(rollout.id)
+                elsewhere.append(await save(looked(latest)))
+
+        before_saves(box, monkeypatch, another_replica_first)
+        told = await reevaluate(box)
+
+        assert elsewhere, "the stage was never saved evaluating"
+        assert told is not None and "changed nothing" in told, told
+        assert "evaluating" not in told and "runs again on its own" not in told, told
+        await box.pass_time(REEVALUATE_BACKSTOP + timedelta(minutes=1))
+        assert stage_state(await box.rollout(), "relay", "canary") is StageState.HOLDING
+        assert await reevaluate(box) is None
+        await box.wait_until(rolls_back)
