@@ -12,6 +12,9 @@ from figures import every_gate_passes
 from sandbox_views import stage_state
 from test_claim_lapses import observing
 from test_reevaluate_races import (
+    Save,
+    before_saves,
+    looked,
     readying,
     reevaluate,
     reevaluated_blinking,
@@ -20,7 +23,7 @@ from test_reevaluate_races import (
     verdict_saved,
 )
 
-from bot.domain.rollout import StageState
+from bot.domain.rollout import Rollout, StageState
 from bot.services.backstops import REEVALUATE_BACKSTOP
 
 pytestmark = pytest.mark.story
@@ -83,3 +86,34 @@ async def test_a_failing_verdict_never_saved_evaluating_acts_minutes_later(
 
         await box.pass_time(REEVALUATE_BACKSTOP)
         await box.wait_until(rolls_back, timeout=10)
+
+
+@pytest.mark.database_matters
+async def test_a_failing_verdict_that_loses_every_save_mid_window_says_what_its_early_gate_does(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The observed relay canary's figures turn bad and Re-evaluate is clicked; other replicas
+    save the rollout before each try to save its verdict. The person is told the gate runs again
+    on its own and acts then only on figures still failing, else the window runs on to its end
+    (not that its gate then decides, which a PASS never does before the window's end). The
+    figures recover: the early gate changes nothing, and the gate holds the canary at the end."""
+    async with turning_bad(tmp_path, database_url, reach=observing) as box:
+        elsewhere: list[Rollout] = []
+
+        async def another_replica_each_time(save: Save, rollout: Rollout) -> None:
+            if len(elsewhere) < 4 and verdict_saved(rollout):
+                latest = await box.services.rollouts.effects.get(rollout.id)
+                elsewhere.append(await save(looked(latest)))
+
+        before_saves(box, monkeypatch, another_replica_each_time)
+        told = await reevaluate(box)
+
+        assert len(elsewhere) == 4, elsewhere
+        assert told is not None and "no verdict is saved yet" in told, told
+        assert "only if its figures still fail" in told, told
+        assert "the window runs on until" in told, told
+        every_gate_passes(box)
+        await box.pass_time(REEVALUATE_BACKSTOP + timedelta(minutes=1))
+        assert stage_state(await box.rollout(), "relay", "canary") is StageState.EVALUATING
+        await box.pass_time(timedelta(hours=1))
+        await box.wait_until(lambda r: stage_state(r, "relay", "canary") is StageState.HOLDING)
