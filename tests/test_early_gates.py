@@ -25,8 +25,13 @@ from test_reevaluate_races import (
 
 from bot.domain.rollout import Rollout, StageState
 from bot.services.backstops import REEVALUATE_BACKSTOP
+from sandbox.harness import Sandbox
 
 pytestmark = pytest.mark.story
+
+
+def card(box: Sandbox) -> str:
+    return box.card_message().rendered
 
 
 @pytest.mark.database_matters
@@ -50,6 +55,9 @@ async def test_a_pass_on_a_stage_left_evaluating_mid_window_waits_for_the_window
         # Nor does the failing verdict's backstop, which reads a PASS now, decide it.
         await box.pass_time(REEVALUATE_BACKSTOP + timedelta(minutes=1))
         assert stage_state(await box.rollout(), "relay", "canary") is StageState.EVALUATING
+        # Its card says the window runs on until its end, as the thread does (not "ended").
+        await box.slack.wait_for(lambda: "evaluating the gate (window until" in card(box))
+        assert "window ended" not in card(box), card(box)
         await box.pass_time(timedelta(hours=1))
         await box.wait_until(lambda r: stage_state(r, "relay", "canary") is StageState.HOLDING)
 
