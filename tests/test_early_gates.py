@@ -4,7 +4,6 @@ PASS before the window's end never holds or promotes the stage, however it came 
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -12,18 +11,17 @@ from figures import every_gate_passes
 from sandbox_views import stage_state
 from test_claim_lapses import observing
 from test_reevaluate_races import (
-    Save,
-    before_saves,
-    looked,
+    evaluating_to_the_window_end,
     readying,
     reevaluate,
     reevaluated_blinking,
+    reevaluated_losing_every_verdict_save,
     rolls_back,
     turning_bad,
     verdict_saved,
 )
 
-from bot.domain.rollout import Rollout, StageState
+from bot.domain.rollout import StageState
 from bot.services.backstops import REEVALUATE_BACKSTOP
 from sandbox.harness import Sandbox
 
@@ -52,14 +50,11 @@ async def test_a_pass_on_a_stage_left_evaluating_mid_window_waits_for_the_window
 
         assert told is None, told
         assert "The window runs on until" in box.thread()[-1], box.thread()
-        # Nor does the failing verdict's backstop, which reads a PASS now, decide it.
-        await box.pass_time(REEVALUATE_BACKSTOP + timedelta(minutes=1))
-        assert stage_state(await box.rollout(), "relay", "canary") is StageState.EVALUATING
         # Its card says the window runs on until its end, as the thread does (not "ended").
         await box.slack.wait_for(lambda: "evaluating the gate (window until" in card(box))
         assert "window ended" not in card(box), card(box)
-        await box.pass_time(timedelta(hours=1))
-        await box.wait_until(lambda r: stage_state(r, "relay", "canary") is StageState.HOLDING)
+        # Nor does the failing verdict's backstop, which reads a PASS now, decide it.
+        await evaluating_to_the_window_end(box)
 
 
 @pytest.mark.database_matters
@@ -106,22 +101,10 @@ async def test_a_failing_verdict_that_loses_every_save_mid_window_says_what_its_
     (not that its gate then decides, which a PASS never does before the window's end). The
     figures recover: the early gate changes nothing, and the gate holds the canary at the end."""
     async with turning_bad(tmp_path, database_url, reach=observing) as box:
-        elsewhere: list[Rollout] = []
+        told = await reevaluated_losing_every_verdict_save(box, monkeypatch)
 
-        async def another_replica_each_time(save: Save, rollout: Rollout) -> None:
-            if len(elsewhere) < 4 and verdict_saved(rollout):
-                latest = await box.services.rollouts.effects.get(rollout.id)
-                elsewhere.append(await save(looked(latest)))
-
-        before_saves(box, monkeypatch, another_replica_each_time)
-        told = await reevaluate(box)
-
-        assert len(elsewhere) == 4, elsewhere
-        assert told is not None and "no verdict is saved yet" in told, told
+        assert "no verdict is saved yet" in told, told
         assert "only if its figures still fail" in told, told
         assert "the window runs on until" in told, told
         every_gate_passes(box)
-        await box.pass_time(REEVALUATE_BACKSTOP + timedelta(minutes=1))
-        assert stage_state(await box.rollout(), "relay", "canary") is StageState.EVALUATING
-        await box.pass_time(timedelta(hours=1))
-        await box.wait_until(lambda r: stage_state(r, "relay", "canary") is StageState.HOLDING)
+        await evaluating_to_the_window_end(box)
