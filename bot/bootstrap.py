@@ -387,10 +387,10 @@ async def _socket_mode(app: web.Application) -> AsyncIterator[None]:
     assert token is not None  # the `socket` command refuses to start without it
     link = await connected(app[BOLT], token.get_secret_value(), clock=app[READINESS].clock)
     log.info("connected to Slack over Socket Mode")
-    # A link down past its grace is not ready; a drain closes the socket before anything else:
-    # Slack sends what comes next to another replica's connection.
+    # A link down past its grace is not ready; a drain answers what Slack sent, then closes the
+    # socket before anything else: Slack sends what comes next to another replica's connection.
     app[READINESS].links.append(link.problem)
-    app[READINESS].stoppers.insert(0, link.close)
+    app[READINESS].stoppers.insert(0, link.drain)
     try:
         yield
     finally:

@@ -26,6 +26,7 @@ from bot.adapters.slack.npm_board import SlackWalkthroughBoard
 from bot.adapters.slack.npm_steps import WalkthroughSetup
 from bot.config import Settings
 from bot.domain.freeze import FREEZE_END_TIMER
+from bot.domain.freeze_all import FREEZE_ALL_TOLD_TIMER
 from bot.domain.npm import RELEASE_TIMER, github_web_url
 from bot.domain.npm_secrets import trusted_publishing_on
 from bot.domain.protection_rules import UNCONFIRMED_TIMER, environment_jobs
@@ -40,6 +41,7 @@ from bot.services.clock_skew import SQLITE_SKIPPED, DatabaseClock
 from bot.services.controls import ControlService
 from bot.services.effects import EffectRunner
 from bot.services.exactly_once import ExactlyOnce
+from bot.services.freeze_all_told import FreezeAllTold
 from bot.services.freeze_ends import FreezeEnds
 from bot.services.lane import ReleaseLane
 from bot.services.npm_release import LookPace
@@ -244,6 +246,9 @@ def wire_service(shared: Shared, service: Service) -> Wired:
             gone_after=timedelta(seconds=settings.github_unreadable_seconds),
         ),
     )
+    # A `/rollout freeze --all` tells the threads its freeze will hold by a timer per service.
+    told = FreezeAllTold(lane=controls.lane, outboxes=OutboxStore(sessions))
+    rollouts.fires_timers_with(FREEZE_ALL_TOLD_TIMER, told)
     webhooks = GitHubWebhooks(
         repository=service.repository,
         service=service.name,

@@ -74,15 +74,27 @@ async def tell(
         log.warning("could not answer through the response_url: %s", type(lost).__name__)
 
 
+CARD_SHOWS = "The card shows what happened: look there before trying again."
+LANE_SHOWS = (
+    "`/rollout status` shows the release lane as it is now (its freezes and its lock): look "
+    "there before trying again."
+)
+"""Where an interrupted freeze, unfreeze, lock or unlock is seen: they have no card."""
+LANE_COMMANDS = frozenset(
+    {
+        commands.Subcommand.FREEZE,
+        commands.Subcommand.UNFREEZE,
+        commands.Subcommand.LOCK,
+        commands.Subcommand.UNLOCK,
+    }
+)
 INTERRUPTED = (
     "The bot lost its connection to its database or to a service while handling this, so it "
-    "cannot tell whether it went through. The card shows what happened: look there before "
-    "trying again."
+    f"cannot tell whether it went through. {CARD_SHOWS}"
 )
 UNANSWERED = (
     "The bot's database did not answer the bot in time while it handled this, so it cannot "
-    "tell whether it went through. The card shows what happened: look there before trying "
-    "again."
+    f"tell whether it went through. {CARD_SHOWS}"
 )
 """The answer when a wait for the database ran out (a burst of writers): its connection held."""
 
@@ -106,6 +118,8 @@ def explain(error: Exception, body: dict[str, Any]) -> tuple[str, list[BlockJson
     elif isinstance(error, TRANSIENT):
         log.warning("handling %s was interrupted: %s", what, error_summary(error))
         text = UNANSWERED if database_timed_out(error) else INTERRUPTED
+        if body.get("command") and subcommand_name(str(body.get("text", ""))) in LANE_COMMANDS:
+            text = text.replace(CARD_SHOWS, LANE_SHOWS)
         blocks = views.error_blocks(text)
     else:
         reference = uuid.uuid4().hex[:12]

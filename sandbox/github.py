@@ -17,6 +17,7 @@ import logging
 from collections.abc import Iterable
 from datetime import timedelta
 from email.utils import format_datetime
+from typing import Any
 
 from aiohttp import web
 
@@ -64,7 +65,7 @@ class GitHubSimulator(RequestPipeline, LoopbackServer, SimRepository):
         default_branch: str = "main",
         tick: float = 0.05,
         fault_delay: float = 2.0,
-        retry_after: int = 1,
+        retry_after: int | str = 1,
         app: SandboxApp | None = None,
         variation: GitHubVariation | None = None,
     ) -> None:
@@ -135,10 +136,11 @@ class GitHubSimulator(RequestPipeline, LoopbackServer, SimRepository):
         self._faults = FaultPlan()
         self._holds = []
         self.holding = 0
+        self.held_bodies: list[Any] = []
         self.fault_delay = fault_delay
         """Seconds a `timeout` fault holds its answer (longer than the client's timeout)."""
         self.retry_after = retry_after
-        """The `Retry-After` seconds of a secondary rate limit."""
+        """The `Retry-After` of a secondary rate limit: seconds, or an HTTP-date."""
 
     def add_repository(
         self,

@@ -83,7 +83,7 @@ class RequestPipeline:
     requests: list[RecordedRequest]
     rate_limit_remaining: int
     fault_delay: float
-    retry_after: int
+    retry_after: int | str
     variation: GitHubVariation | None
     _api_path: str
     _forced: list[ForcedFailure]
@@ -91,6 +91,8 @@ class RequestPipeline:
     _holds: list[HeldRequests]
     holding: int
     """How many requests `hold` keeps waiting now."""
+    held_bodies: list[Any]
+    """The bodies of the requests `hold` keeps waiting now, in their order of arrival."""
     renamed: Mapping[str, Any]
     """Former names of renamed repositories (lower-cased) to their handles (`repository`)."""
     repositories: Mapping[str, Any]
@@ -164,17 +166,19 @@ class RequestPipeline:
         self._holds.append(held)
         return held.released
 
-    async def _held(self, method: str, path: str) -> None:
-        """Wait while a `hold` matches the request."""
+    async def _held(self, method: str, path: str, body: Any) -> None:
+        """Wait while a `hold` matches the request (its body among `held_bodies` meanwhile)."""
         for held in self._holds:
             if held.released.is_set() or held.method not in ("*", method):
                 continue
             if fnmatch.fnmatchcase(path, held.pattern):
                 self.holding += 1
+                self.held_bodies.append(body)
                 try:
                     await held.released.wait()
                 finally:
                     self.holding -= 1
+                    self.held_bodies.remove(body)
 
     def inject_faults(self, *, rate: float, seed: int, kinds: Sequence[str] | None = None) -> None:
         """Fault about `rate` of all API requests from now on, drawn from `kinds` (default: every
@@ -210,7 +214,7 @@ class RequestPipeline:
         if request.path.startswith(f"{self._api_path}/") and not path.startswith(
             f"{DOWNLOAD_PREFIX}/"
         ):
-            await self._held(request.method, path)
+            await self._held(request.method, path, body)
             fault = self._faults.draw(request.method, path)
         response = await self._faulty(request, handler, path, body, fault)
         authorization = request.headers.get("Authorization", "")

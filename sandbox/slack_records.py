@@ -157,7 +157,8 @@ class ResponseTarget:
 class Failure:
     error: str
     status: int
-    retry_after: int | None
+    retry_after: int | str | None
+    """Seconds, or an HTTP-date (RFC 9110 allows both)."""
     after: int = 0
     """Calls of the method answered as usual before this one fails."""
 
@@ -173,7 +174,7 @@ class PlannedFailures:
         *,
         error: str,
         status: int = 200,
-        retry_after: int | None = None,
+        retry_after: int | str | None = None,
         after: int = 0,
     ) -> None:
         """Make the next call of `method` fail with `error` (and HTTP `status`, `Retry-After`);

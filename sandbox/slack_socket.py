@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -25,6 +26,13 @@ class SocketMode:
     _acks: dict[str, dict[str, Any]]
     app_token_revoked: bool
     socket_limit: int = SOCKET_LIMIT
+    refusals_held: asyncio.Event | None = None
+    """When set to an event, a connection over `socket_limit` stays open, neither greeted nor
+    refused, until the event is set: Slack's refusal comes after the handshake, and a look at
+    the link in between sees it open."""
+    pings_answered: bool = True
+    """False: the app's WebSocket pings go unanswered, as on a connection that looks open
+    while Slack is out of reach (a half-open TCP connection)."""
     handshakes_refused: int = 0
     """How many of the next WebSocket handshakes are answered 408 (Slack's link host refusing
     one, seen in the field): their tickets are spent."""
@@ -101,10 +109,13 @@ class SocketMode:
         if self.handshakes_refused:
             self.handshakes_refused -= 1
             raise web.HTTPRequestTimeout(text="handshake refused")
-        ws = web.WebSocketResponse(autoping=True)  # answers the SDK's pings with its own data
+        # Answers the SDK's pings with their own data, as Slack does (RFC 6455 §5.5.3).
+        ws = web.WebSocketResponse(autoping=self.pings_answered)
         await ws.prepare(request)
         if len(self._sockets) >= self.socket_limit:
             # No hello: the connection is told to go, and closed after it.
+            if self.refusals_held is not None:
+                await self.refusals_held.wait()
             debug_info = {"host": "applink-sandbox"}
             refusal = {"type": "disconnect", "reason": "too_many_websockets"}
             await ws.send_str(json.dumps({**refusal, "debug_info": debug_info}))

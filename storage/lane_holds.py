@@ -11,15 +11,20 @@ from sqlalchemy import delete, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.domain.freeze import LaneHold, override_kind, roll_back_kind
-from bot.services.records import NewAuditEvent, NewMessage, Told
+from bot.services.records import NewAuditEvent, NewMessage, NewTimer, Told
 from storage.audit_log import audit_row
 from storage.db import ServiceStore, from_row, insert_new
 from storage.models import LaneHoldRow, RolloutRow
 from storage.outbox import enqueue
+from storage.timers import new_timer_insert
 
 
 def _untold(_: list[LaneHold]) -> Sequence[NewMessage]:
     return ()
+
+
+def _no_timer(*_: LaneHold) -> NewTimer | None:
+    return None
 
 
 class LaneHoldStore(ServiceStore):
@@ -57,11 +62,13 @@ class LaneHoldStore(ServiceStore):
         *,
         now: datetime,
         told: Told = _untold,
+        timer: Callable[[LaneHold, LaneHold], NewTimer | None] = _no_timer,
     ) -> list[LaneHold]:
         """Take each of `holds` (each its own service's) as `take(later=True)` does, and write
-        the audit event `audited(asked, stored)` of each and the outbox messages `told(stored)`,
-        all in ONE transaction: an error (a database failure, an event that cannot be written)
-        takes none and writes none. The holds stored afterwards, in the order of `holds`."""
+        the audit event `audited(asked, stored)` of each, its service's timer `timer(asked,
+        stored)` if any, and the outbox messages `told(stored)`, all in ONE transaction: an
+        error (a database failure, an event that cannot be written) takes none and writes
+        none. The holds stored afterwards, in the order of `holds`."""
         async with self._sessions.begin() as session:
             stored = []
             for hold in holds:
@@ -69,6 +76,10 @@ class LaneHoldStore(ServiceStore):
                     raise ValueError(f"a hold of {hold.service} given to {self._service}'s lane")
                 in_force = await _take(session, hold, later=True)
                 session.add(audit_row(audited(hold, in_force), service=hold.service))
+                if (new := timer(hold, in_force)) is not None:
+                    await session.execute(
+                        new_timer_insert(session, new, service=hold.service, now=now)
+                    )
                 stored.append(in_force)
             await enqueue(session, told(stored), now=now)
             await session.flush()  # an event that cannot be written fails here, in the transaction

@@ -35,7 +35,7 @@ from bot.services.records import AsksFor, NewTimer
 from storage.db import ServiceStore, from_row, insert_new, rows_changed
 from storage.models import GitHubDeliveryRow, RolloutRow, TimerRow
 from storage.models import ProtectionRuleRequestRow as Row
-from storage.timers import pending_timer
+from storage.timers import new_timer_insert, pending_timer
 
 log = logging.getLogger(__name__)
 
@@ -118,20 +118,7 @@ class ProtectionRuleStore(ServiceStore):
             if going:
                 return False
             await session.execute(
-                insert_new(
-                    session,
-                    TimerRow,
-                    {
-                        "key": timer.key,
-                        "kind": timer.kind,
-                        "service": service,
-                        "due_at": timer.due_at,
-                        "payload": dict(timer.payload),
-                        "attempts": 0,
-                        "created_at": request.requested_at,
-                    },
-                    unique=TimerRow.key,
-                )
+                new_timer_insert(session, timer, service=service, now=request.requested_at)
             )
             return True
 

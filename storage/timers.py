@@ -33,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.domain.service import DEFAULT_SERVICE
-from bot.services.records import NewMessage, Timer
+from bot.services.records import NewMessage, NewTimer, Timer
 from storage.db import ServiceStore, from_row, insert_new, rows_changed
 from storage.leases import LeasedRows, ServerOffset, same_clock
 from storage.models import RolloutRow, TimerRow
@@ -45,6 +45,21 @@ def pending_timer() -> ColumnElement[bool]:
     return and_(
         TimerRow.fired_at.is_(None), TimerRow.cancelled_at.is_(None), TimerRow.dead_at.is_(None)
     )
+
+
+def new_timer_insert(session: AsyncSession, timer: NewTimer, *, service: str, now: datetime) -> Any:
+    """The INSERT of `timer`, of `service` and no rollout, written at `now`: once per key (a
+    second is a no-op), in the caller's transaction."""
+    values = {
+        "key": timer.key,
+        "kind": timer.kind,
+        "service": service,
+        "due_at": timer.due_at,
+        "payload": dict(timer.payload),
+        "attempts": 0,
+        "created_at": now,
+    }
+    return insert_new(session, TimerRow, values, unique=TimerRow.key)
 
 
 def _of(kinds: Collection[str] | None) -> ColumnElement[bool]:
@@ -95,12 +110,16 @@ class TimerStore(ServiceStore):
         payload: Mapping[str, Any] | None = None,
         outbox: Sequence[NewMessage] = (),
         service: str | None = None,
+        cancel: Collection[str] = (),
     ) -> Timer:
         """Schedule a timer once per key: a second call returns the stored one unchanged.
         `outbox`: what the channel is told of it, written in the same transaction by the call
         that wrote the timer only. `service`: the service it belongs to (the store's when it
-        has one); not given, its rollout's, else the default service."""
+        has one); not given, its rollout's, else the default service. `cancel`: the keys of
+        pending timers it replaces, cancelled in the same transaction (all or none)."""
         async with self._sessions.begin() as session:
+            if cancel:
+                await self._cancel(session, cancel, now)
             written = await session.execute(
                 insert_new(
                     session,
@@ -275,13 +294,21 @@ class TimerStore(ServiceStore):
     async def cancel(self, *, key: str, now: datetime) -> bool:
         """Cancel a pending timer; the key stays taken, so scheduling it again is a no-op."""
         async with self._sessions.begin() as session:
-            cancelled = await session.scalar(
-                update(TimerRow)
-                .where(TimerRow.key == key, self._pending())
-                .values(cancelled_at=now, claimed_by=None, lease_until=None)
-                .returning(TimerRow.id)
-            )
-            return cancelled is not None
+            return await self._cancel(session, [key], now) > 0
+
+    async def cancel_all(self, *, keys: Collection[str], now: datetime) -> int:
+        """Cancel the pending timers of `keys` in one transaction (all or none); how many."""
+        async with self._sessions.begin() as session:
+            return await self._cancel(session, keys, now)
+
+    async def _cancel(self, session: AsyncSession, keys: Collection[str], now: datetime) -> int:
+        cancelled = await session.scalars(
+            update(TimerRow)
+            .where(TimerRow.key.in_(list(keys)), self._pending())
+            .values(cancelled_at=now, claimed_by=None, lease_until=None)
+            .returning(TimerRow.id)
+        )
+        return len(cancelled.all())
 
     async def prune(self, *, kinds: Collection[str], before: datetime) -> int:
         """Forget the timers of `kinds` that fired or were cancelled before `before`; how many.

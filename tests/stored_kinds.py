@@ -32,7 +32,14 @@ from bot.domain.freeze import (
     override_kind,
     roll_back_kind,
 )
-from bot.domain.freeze_all import LanesFrozen, LanesUnfrozen, told_from_json
+from bot.domain.freeze_all import (
+    LanesFrozen,
+    LanesUnfrozen,
+    thread_told_key,
+    told_freeze,
+    told_from_json,
+    told_timer,
+)
 from bot.domain.gate import GateKind, GateReason, GateVerdict, Verdict
 from bot.domain.metrics import Figures, MetricReading, Reading
 from bot.domain.npm import ReleaseFollow, ReleasePhase, Walkthrough
@@ -56,8 +63,10 @@ from bot.domain.unfollowed_runs import RunFate, UnfollowedRun, timer_key, timer_
 from bot.services import outbox_messages as messages
 from bot.services.channel_refusals import notice_of, refusal_notice
 from bot.services.effects import WINDOW_TIMER, dispatch_timer
+from bot.services.freeze_all_told import tell_scheduled_later
 from bot.services.npm_release import CLAIM_ACTION, MessageRef, ReleaseLook, release_claim_key
 from bot.services.records import NewMessage, NewTimer, Timer
+from bot.services.reviews import OVERTAKEN, overtaken_key
 from bot.services.scheduled_starts import _scheduled_at
 from bot.services.unconfirmed_rules import Unconfirmed, _timer
 from bot.services.window_ends import _window
@@ -110,6 +119,7 @@ CARD = UnfollowedRun(
     True,
 )
 FREEZE = Freeze("INC-1", DUE, actor="U2", key="freeze:U2:2025-06-02T09:30:00+00:00")
+ALL_FROZEN = LaneHold(LANE_FREEZE, "U2", "INC-9 outage", AT, DUE, service="search")
 WALKTHROUGH = Walkthrough(
     release=ReleaseFollow(requested_by="U1", phase=ReleasePhase.RUNNING, run_id=9001)
 )
@@ -273,6 +283,13 @@ TIMERS = Family(
             ),
             lambda data: datetime.fromisoformat(data["payload"]["free_at"]),
             decoded=FREEZE.free_at,
+        ),
+        Sample(
+            "freeze_all_told",
+            ALL_FROZEN,
+            lambda hold: _new_timer(tell_scheduled_later(hold)),
+            lambda data: told_freeze(data["payload"]),
+            decoded=("U2", DUE),
         ),
     ],
 )
@@ -484,6 +501,11 @@ CLAIMS = Family(
             },
         ),
         Sample(
+            "told_once:freeze_all_told",
+            (told_timer(ALL_FROZEN)[0], RID),
+            lambda v: {"key": thread_told_key(*v), "action": TOLD},
+        ),
+        Sample(
             "told_once:channel_refused",
             ("C1", "C9", 4, 0),
             lambda v: {"key": refusal_told_key(*v), "action": REFUSAL_TOLD},
@@ -500,6 +522,11 @@ CLAIMS = Family(
             "told_once:channel_refused:lost",
             ("C1", "C9", 4, 2),
             lambda v: {"key": refusal_told_key(*v), "action": REFUSAL_TOLD},
+        ),
+        Sample(
+            "approval_overtaken",
+            (RID, 2),
+            lambda v: {"key": overtaken_key(*v), "action": OVERTAKEN},
         ),
         Sample("lane:override", RID, override_kind),
         Sample("lane:rollback", RID, roll_back_kind),

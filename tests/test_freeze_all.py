@@ -6,7 +6,7 @@ channel, search has its own; BILLING_APPROVER approves billing-api only."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,18 +15,23 @@ import pytest
 from figures import passing_sandbox
 from replicas import replica_sessions
 from sandbox_views import command_body
+from sqlalchemy.exc import OperationalError
 from test_services import BILLING_APPROVER, SEARCH_CHANNEL, SERVICES
 
 from bot.domain.errors import InvalidCommand
-from bot.domain.freeze import LANE_FREEZE, LaneHold
+from bot.domain.freeze import LANE_FREEZE, Frozen, LaneHold
+from bot.domain.freeze_all import FREEZE_ALL_TOLD_TIMER
+from bot.domain.rollout import Rollout
 from bot.domain.rollout_command import Freeze, Lock, Unfreeze, parse_command
-from bot.services.records import NewAuditEvent
+from bot.services.freeze_all_told import tell_scheduled_later
+from bot.services.records import NewAuditEvent, NewTimer
 from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER, SLACK_SIGNING_SECRET
 from sandbox.harness import LOOK_AGAIN, Sandbox
 from sandbox.signing import slack_signature_headers
 from storage.audit_log import AuditLog
 from storage.lane_holds import LaneHoldStore
 from storage.outbox import OutboxStore
+from storage.timers import TimerStore
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 NAMES = ["relay", "billing-api", "search"]
@@ -186,9 +191,18 @@ async def test_unfreeze_all_lifts_every_freeze_each_audited(
 
 async def test_every_services_hold_and_event_are_one_transaction(database_url: str) -> None:
     """An event that cannot be written for the second service: no service is frozen, and no
-    event is kept (not two services frozen and the third left open)."""
+    event nor timer telling its threads is kept (not two services frozen and the third left
+    open). Written, each service whose freeze was stored as asked has its timer."""
     async with replica_sessions(database_url, 1) as (sessions,):
-        store, audit = LaneHoldStore(sessions), AuditLog(sessions)
+        store, audit, timers = LaneHoldStore(sessions), AuditLog(sessions), TimerStore(sessions)
+
+        def timer(asked: LaneHold, in_force: LaneHold) -> NewTimer | None:
+            return tell_scheduled_later(asked) if in_force == asked else None
+
+        async def told_later() -> list[str | None]:
+            due = await timers.of_kind(kind=FREEZE_ALL_TOLD_TIMER, due_since=NOW)
+            return sorted(t.service for t in due)
+
         until = NOW + timedelta(hours=2)
         holds = [LaneHold(LANE_FREEZE, "U1", "INC-9", NOW, until, service=n) for n in NAMES]
         written: list[str] = []
@@ -200,18 +214,20 @@ async def test_every_services_hold_and_event_are_one_transaction(database_url: s
             return NewAuditEvent(at=NOW, actor="U1", action="command:freeze", result="ok")
 
         with pytest.raises(RuntimeError):
-            await store.take_all(holds, audited, now=NOW)
+            await store.take_all(holds, audited, now=NOW, timer=timer)
         assert await store.current() == []
         assert await audit.list_for_actor("U1") == []
+        assert await told_later() == []
 
         def fine(asked: LaneHold, in_force: LaneHold) -> NewAuditEvent:
             return NewAuditEvent(at=NOW, actor="U1", action="command:freeze", result="ok")
 
         longer = LaneHold(LANE_FREEZE, "U2", "holidays", NOW, until + timedelta(days=1))
         await LaneHoldStore(sessions, service="search").take(longer)
-        stored = await store.take_all(holds, fine, now=NOW)
+        stored = await store.take_all(holds, fine, now=NOW, timer=timer)
         assert [hold.actor for hold in stored] == ["U1", "U1", "U2"]  # never shortened
         assert len(await audit.list_for_actor("U1")) == 3
+        assert await told_later() == ["billing-api", "relay"]  # search's freeze was U2's
 
         def lifted(removed: LaneHold) -> NewAuditEvent:
             raise RuntimeError("the database went away")
@@ -254,6 +270,64 @@ async def test_each_services_scheduled_dispatch_is_told_of_freeze_all_and_its_li
     said = await told_in_search_thread(box, "lifted the freeze")
     assert f"<@{RELEASE_MANAGER}> lifted the freeze by <@{RELEASE_MANAGER}> (INC-9" in said, said
     assert await frozen_services(holds) == []
+
+
+async def test_freeze_all_tells_the_threads_at_once_not_at_the_schedulers_next_look(
+    tmp_path: Path,
+) -> None:
+    """The timer telling the threads wakes this replica's scheduler as it is written: a
+    thread is told at once, not at the scheduler's next look (a poll interval, here a
+    minute, after the person's answer)."""
+    async with passing_sandbox(
+        tmp_path, rollout_services=SERVICES, skip_windows=False, poll_interval=60
+    ) as box:
+        started = await box.command(
+            'start v3.0.0 --flags-ready --at "tomorrow 09:00"', channel=SEARCH_CHANNEL
+        )
+        assert "dispatch scheduled for" in started, started
+        await box.command("freeze --all 48h INC-9 outage")
+        async with asyncio.timeout(10):
+            await told_in_search_thread(box, "will be held then")
+
+
+def thread_replies(box: Sandbox, channel: str, needle: str) -> list[str]:
+    """The replies saying `needle` in the threads of the preflight cards in `channel`."""
+    cards = [m for m in box.slack.messages(channel) if "Preflight:" in m.rendered]
+    return [r.rendered for card in cards for r in card.replies if needle in r.rendered]
+
+
+async def test_a_fault_telling_one_services_threads_leaves_every_thread_told_once(
+    box: Sandbox, holds: LaneHoldStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database fails once as relay's scheduled dispatches are read, after every freeze was
+    saved. The person is told the freezes are in force (they are); relay's thread is told once
+    (retried), and search's, after relay's, once. Before, the answer was an error and search's
+    thread was never told its dispatch would be held."""
+    for name, channel in (("relay", RELEASE_CHANNEL), ("search", SEARCH_CHANNEL)):
+        started = await box.command(
+            f'start {name} v3.0.0 --flags-ready --at "tomorrow 09:00"', channel=channel
+        )
+        assert "dispatch scheduled for" in started, started
+    relay = box.services  # the first service's
+    assert relay.service.name == "relay"
+    held_then, failed = relay.lane.held_then, []
+
+    async def failing_once(rollouts: Sequence[Rollout]) -> dict[str, Frozen]:
+        if not failed:
+            failed.append(True)
+            raise OperationalError("SELECT lane_holds", {}, ConnectionResetError("reset"))
+        return await held_then(rollouts)
+
+    monkeypatch.setattr(relay.lane, "held_then", failing_once)
+    said = await box.command("freeze --all 48h INC-9 outage")
+    assert f"<@{RELEASE_MANAGER}> froze deploys of every service" in said, said
+    assert failed and await frozen_services(holds) == sorted(NAMES)
+    await box.pass_time(timedelta(minutes=5))  # relay's telling is retried
+    for channel in (RELEASE_CHANNEL, SEARCH_CHANNEL):
+        await box.slack.wait_for(lambda c=channel: bool(thread_replies(box, c, "will be held")))
+    await box.pass_time(timedelta(minutes=5))
+    for channel in (RELEASE_CHANNEL, SEARCH_CHANNEL):
+        assert len(thread_replies(box, channel, "will be held then")) == 1, channel
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ import pytest
 from figures import every_gate_passes, passing_sandbox
 from sandbox_views import held, holding, stage_state
 from sqlalchemy.exc import OperationalError
+from statement_faults import failing
 from test_freeze_auto_promote import (
     OTHER,
     WINDOW,
@@ -297,3 +298,31 @@ async def test_a_fault_as_an_unfreeze_watches_the_calendar_leaves_an_end_watched
         await box.pass_time(4 * WINDOW)  # the window and the lifted freeze both ended
         await box.slack.wait_for(lambda: bool(told(card, ENDED)))
         assert len(told(card, ENDED)) == 1
+
+
+async def test_a_fault_as_an_unfreeze_cancels_the_lifted_freezes_watch_tells_the_end_once(
+    tmp_path: Path, database_url: str
+) -> None:
+    """As above, but the database fails the cancel of the lifted freeze's watch, after the
+    window's end could be watched. The end is told once, late: the window's watch and the
+    cancels are one write. Before, the window's watch was written on its own, and both told
+    the end: at the window's end, then again at the lifted freeze's."""
+    start = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=10)
+    async with auto_sandbox(tmp_path, database_url, freezes=[calendar_window(start, 2)]) as box:
+        card = await held_in_a_freeze(box, "4h")
+
+        def cancels(statement: str, _: Any) -> BaseException | None:
+            cancelling = statement.startswith("UPDATE timers SET cancelled_at")
+            return ConnectionResetError("reset") if cancelling else None
+
+        with failing(cancels) as failed:
+            said = await box.command("unfreeze", user=OTHER)
+        assert failed
+        assert "`/rollout status` shows the release lane" in said, said  # it has no card
+        await box.pass_time(4 * WINDOW)  # the window and the lifted freeze both ended
+        await box.slack.wait_for(lambda: bool(told(card, ENDED)))
+        # Every watch fired (the clock is not moved while one still posts its reply).
+        timers = box.services.rollouts.effects.timers
+        for watch in await timers.of_kind(kind=FREEZE_END_TIMER, due_since=start - WINDOW):
+            await box.wait_for_timer(watch.key, lambda t: not t.is_pending)
+        assert len(told(card, ENDED)) == 1, told(card, ENDED)

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
 import pytest
 from test_rerun_unconfirmed import until
@@ -768,12 +769,16 @@ async def test_a_secondary_rate_limit_with_retry_after_holds_every_call_back_unt
     assert posts(gh, "/pending_deployments")[-1] == 200
 
 
+@pytest.mark.parametrize("as_date", [False, True], ids=["seconds", "http-date"])
 async def test_a_read_is_never_asked_again_before_a_longer_retry_after(
-    gh: GitHubSimulator, gateway: PyGithubGateway
+    gh: GitHubSimulator, gateway: PyGithubGateway, clock: ManualClock, as_date: bool
 ) -> None:
     """A `Retry-After` longer than the bot may wait on a read (30 s): urllib3 would sleep 30 s
-    and ask again, 570 s before GitHub allows. The read fails at once with GitHub's wait."""
-    gh.retry_after = 600
+    and ask again, 570 s before GitHub allows. The read fails at once with GitHub's wait. As
+    an HTTP-date (RFC 9110 §10.2.3) it is read against the answer's own `Date` (GitHub's
+    clock, the sandbox's here): it was not read as a wait, and the read was asked again."""
+    later = format_datetime(clock() + timedelta(seconds=600), usegmt=True)
+    gh.retry_after = later if as_date else 600
     run_id = await dispatch(gateway)
     path = f"/repos/{REPOSITORY}/actions/runs/{run_id}"
     gh.fault_next("GET", path, "secondary_rate_limit", times=2)

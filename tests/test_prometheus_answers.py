@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from email.utils import format_datetime
 from importlib import resources
 from typing import Any
 
@@ -378,7 +379,8 @@ def test_a_baseline_answering_no_data_is_expected_without_other_releases() -> No
 class PassingFailures(QueryAnswers):
     """QueryAnswers whose first queries fail as a proxy in front of a Prometheus that restarts
     fails them, one each: "503" answers HTTP 503 without JSON, "reset" drops the connection,
-    "429" asks to wait 0 seconds; each failure takes `took` seconds (real ones: a request's
+    "429" asks to wait 0 seconds, "429-date" 2 s as an HTTP-date by its own clock (an hour
+    behind the bot's); each failure takes `took` seconds (real ones: a request's
     time is the event loop's)."""
 
     def __init__(self, body: Any, *failures: str, paced: Paced, took: float = 0.0) -> None:
@@ -399,6 +401,13 @@ class PassingFailures(QueryAnswers):
             request.transport.close()
         if failure == "429":
             return web.Response(status=429, headers={"Retry-After": "0"})
+        if failure == "429-date":
+            answered = NOW - timedelta(hours=1)
+            until = answered + timedelta(seconds=2)
+            dates = {"Date": format_datetime(answered, usegmt=True)}
+            return web.Response(
+                status=429, headers={**dates, "Retry-After": format_datetime(until, usegmt=True)}
+            )
         return web.Response(status=503, text="Service Unavailable")
 
 
@@ -466,6 +475,16 @@ async def test_a_rate_limit_asking_no_wait_is_asked_again_a_few_times_only() -> 
         reading = await paced_source(server, compare_clocks=False).measure(WINDOW)
     assert reading.figures.crash_rate is None
     assert server.asked == 1 + RETRIES
+
+
+async def test_a_rate_limit_until_a_date_is_waited_out_by_the_answer_s_clock() -> None:
+    """`Retry-After` may be an HTTP-date (RFC 9110 §10.2.3), on the answering server's clock
+    (its `Date`), which may be off the bot's: the wait is until then by that clock. It was
+    unreadable, and the query asked again after PASSING_WAIT whatever it said."""
+    async with PassingFailures(vector("0.0001"), "429-date", paced=Paced()) as server:
+        reading = await paced_source(server, compare_clocks=False).measure(WINDOW)
+    assert reading.figures.crash_rate == Decimal("0.0001")
+    assert server.paced.waits == [2.0]
 
 
 # -- the sample behind the rates ----------------------------------------------------------------

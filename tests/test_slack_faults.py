@@ -211,6 +211,21 @@ def test_a_request_interrupted_by_a_database_blip_is_told_the_truth_without_a_tr
     assert "connection was closed" in line.getMessage() and "BEGIN" not in line.getMessage()
 
 
+@pytest.mark.parametrize(
+    "typed", ["freeze --all 2h INC-9 outage", "unfreeze", "lock maintenance", "unlock"]
+)
+def test_an_interrupted_lane_command_is_pointed_at_the_status_not_at_a_card(typed: str) -> None:
+    """A freeze, an unfreeze, a lock or an unlock has no card: the person is sent to
+    `/rollout status`, which shows the lane as it is (they were told to look at "the card")."""
+    lost = OperationalError("BEGIN", {}, ConnectionResetError("connection was closed"))
+
+    text, _ = explain(lost, {"command": "/rollout", "text": typed})
+
+    assert "cannot tell whether it went through" in text and "card" not in text
+    assert "`/rollout status`" in text
+    assert explain(lost, {"command": "/rollout", "text": "promote"})[0] == INTERRUPTED
+
+
 def test_a_request_held_up_by_a_busy_database_is_not_told_the_connection_was_lost(
     tmp_path: Path,
 ) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
 import pytest
 from slack_sdk.errors import SlackApiError
@@ -67,6 +69,22 @@ async def test_a_429_is_waited_out_for_its_retry_after(
 
     assert [m.text for m in slack.messages(CHANNEL)] == ["Enter figures"]
     assert waits == [3.0]
+
+
+async def test_a_429_whose_retry_after_is_a_date_is_waited_out_until_then(
+    limited: Limited,
+) -> None:
+    """`Retry-After` may be an HTTP-date (RFC 9110 §10.2.3), read against the answer's own
+    `Date`: it was taken for unreadable, and the call asked again after Slack's usual 1 s."""
+    slack, client, waits = limited.slack, limited.client, limited.waits
+    until = format_datetime(datetime.now(UTC) + timedelta(seconds=20), usegmt=True)
+    slack.fail_next("chat.postMessage", error="ratelimited", status=429, retry_after=until)
+
+    await client.chat_postMessage(channel=CHANNEL, text="Enter figures")
+
+    assert [m.text for m in slack.messages(CHANNEL)] == ["Enter figures"]
+    (wait,) = waits
+    assert 19.0 <= wait <= 20.0  # both dates in whole seconds, the answer within one
 
 
 async def test_a_rate_limit_that_lasts_is_told_after_two_waits(

@@ -11,7 +11,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from test_app import app_of, ephemeral_answer, settings, socket_command  # noqa: F401
+from test_rerun_unconfirmed import until
 
+from bot.adapters.slack import socket_mode
 from bot.adapters.slack.socket_mode import SOCKET_DOWN_GRACE
 from bot.bootstrap import create_app
 from bot.config import Settings
@@ -203,3 +205,120 @@ async def test_the_grace_of_a_link_down_runs_from_when_it_went_down_not_from_the
         body = await answer.json()
     assert answer.status == 503, body
     assert "Socket Mode connection has been down" in body["reason"]
+
+
+async def test_a_command_slack_sent_just_before_sigterm_is_acknowledged_and_acted_on(
+    settings: Settings,  # noqa: F811
+    slack: SlackTestServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """SIGTERM as a command comes over the socket (Slack sent it, the drain begins before the
+    SDK has answered it): it is acknowledged and acted on before the socket closes. The socket
+    closed at once, the envelope waiting in the SDK was dropped: Slack never redelivers a
+    command or a click, and the person was shown an error for a command never seen."""
+    app = app_of(settings, socket_mode=True)
+    async with TestClient(TestServer(app)):
+        await slack.wait_for(lambda: slack.socket_connected)
+        url, payload = socket_command(slack, "freeze 2h INC-123 investigation")
+        envelope = await slack.socket_send_envelope(type="slash_commands", payload=payload)
+        with caplog.at_level(logging.WARNING):
+            await app[READINESS].drain()  # SIGTERM, the command on its way in
+        closed = not slack.socket_connected
+        await slack.wait_for_socket_ack(envelope, timeout=1)  # its ack came before the close
+        await slack.wait_for(lambda: len(slack.responses(url)) >= 1, timeout=10)
+    assert closed
+    # Closed once Slack answered the drain's ping and the command was answered, not at the
+    # end of the drain's bound (which would have answered it all the same).
+    assert not [r for r in caplog.records if "Socket Mode connection" in r.getMessage()]
+    (answer,) = slack.responses(url)
+    assert "froze deploys until" in str(answer.body["text"])
+
+
+async def test_a_connection_slack_refuses_as_one_too_many_is_no_link_up(
+    settings: Settings,  # noqa: F811
+    slack: SlackTestServer,
+) -> None:
+    """An 11th `socket` replica: each connection it opens is refused (`too_many_websockets`)
+    a moment after its handshake. A look at the link in that moment saw it up, started its
+    grace again, and the replica, which takes no Slack request, stayed ready for ever. A
+    connection Slack never said `hello` on is no link up."""
+    clock = ManualClock(datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
+    slack.socket_limit = 0
+    slack.refusals_held = asyncio.Event()
+    app = create_app(settings, socket_mode=True, clock=clock, charts=CHARTS)
+    async with TestClient(TestServer(app)) as client:
+        await client.get("/readyz")
+        clock.advance(SOCKET_DOWN_GRACE + timedelta(seconds=1))
+        answer = await client.get("/readyz")
+        body = await answer.json()
+        slack.refusals_held.set()
+    assert answer.status == 503, body
+    assert "Socket Mode connection has been down for 31 s" in body["reason"]
+
+
+async def test_a_revoked_app_token_is_the_sdks_error_line_once_not_one_every_five_seconds(
+    settings: Settings,  # noqa: F811
+    slack: SlackTestServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The SDK asks Slack for a new link every 5 s for ever while the app-level token is
+    refused, an ERROR line (and a traceback) each time: the same line is said once while the
+    link stays down (the bot's own line says when the replica turns unready)."""
+    clock = ManualClock(datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
+    with caplog.at_level(logging.INFO):
+        async with revoked_while_running(settings, slack, clock, asked=3):
+            pass
+    refused = [r for r in caplog.records if "token_revoked" in r.getMessage()]
+    assert refused, "the SDK's line naming Slack's answer is said"
+    assert len({r.getMessage() for r in refused}) == len(refused), [
+        r.getMessage()[:80] for r in refused
+    ]
+
+
+async def test_a_drain_whose_ping_slack_never_answers_says_so(
+    settings: Settings,  # noqa: F811
+    slack: SlackTestServer,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SIGTERM while Slack is out of reach, the connection still looking open: the drain's ping
+    goes unanswered and it closes after its bound. It said "0 envelopes not answered: Slack
+    shows the person an error for a command or a click among them", which is untrue either
+    way: what Slack sent meanwhile is not known. It says Slack did not answer."""
+    monkeypatch.setattr(socket_mode, "ANSWERED_WITHIN_S", 0.3)  # Slack's 3 s, not waited here
+    slack.pings_answered = False
+    app = app_of(settings, socket_mode=True)
+    async with TestClient(TestServer(app)):
+        await slack.wait_for(lambda: slack.socket_connected)
+        with caplog.at_level(logging.WARNING):
+            await app[READINESS].drain()
+    (told,) = [r for r in caplog.records if "Socket Mode connection" in r.getMessage()]
+    assert "Slack did not answer a ping within 0.3 s" in told.getMessage()
+    assert "among them" not in told.getMessage()
+
+
+async def test_an_sdk_error_line_said_again_while_the_link_stays_up_is_said_again(
+    settings: Settings,  # noqa: F811
+    slack: SlackTestServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Slack's routine refresh (`refresh_requested`) asks for a new connection: when Slack
+    fails that ask (`apps.connections.open` answers 500), the SDK says so in an ERROR line and
+    keeps the connection it has, still up. The next refresh failing so, hours later, was not
+    said: the SDK's lines were said once until a `hello`, the link down or up. A repeat is
+    dropped only while the link is down (the SDK trying again every 5 s)."""
+
+    def failed() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if "apps.connections.open" in r.getMessage()]
+
+    async with TestClient(TestServer(app_of(settings, socket_mode=True))):
+        await slack.wait_for(lambda: slack.socket_connected)
+        with caplog.at_level(logging.ERROR):
+            for refresh in (1, 2):
+                slack.fail_next("apps.connections.open", error="internal_error", status=500)
+                await slack.socket_disconnect("refresh_requested")
+                # Two lines each: the URL not retrieved, the message listeners failed.
+                await until(lambda: len(failed()) >= 2 * refresh)  # noqa: B023
+        assert slack.socket_connected
+    first, second = failed()[:2], failed()[2:]
+    assert [r.getMessage() for r in first] == [r.getMessage() for r in second]

@@ -229,6 +229,36 @@ async def test_a_cancelled_timer_never_fires_and_its_key_stays_taken(timers: Tim
     assert await timers.next_due() is None
 
 
+async def test_a_timer_and_the_cancels_of_those_it_replaces_are_one_write(
+    timers: TimerStore,
+) -> None:
+    """A freeze's new watch and the cancels of the lifted freeze's watches (`rewatch`): all or
+    none, so a fault never leaves both the new watch and an old one pending."""
+    await _window(timers, "old-1", timedelta(hours=1))
+    await _window(timers, "old-2", timedelta(hours=2))
+    fired = await _window(timers, "fired", timedelta(0))
+    (claimed,) = await timers.claim_due(now=NOW, owner="a", lease=LEASE)
+    await timers.complete(timer_id=claimed.id, owner="a", now=NOW)
+
+    with pytest.raises(StatementError):  # the payload cannot be written: nothing is
+        await timers.schedule(
+            key="new", kind="w", due_at=NOW, now=NOW, payload={"x": object()}, cancel=["old-1"]
+        )
+    assert await timers.get(key="new") is None
+
+    async def cancelled_at(key: str) -> datetime | None:
+        timer = await timers.get(key=key)
+        assert timer is not None
+        return timer.cancelled_at
+
+    assert await cancelled_at("old-1") is None
+    await timers.schedule(key="new", kind="w", due_at=NOW, now=NOW, cancel=["old-1", "old-2"])
+    assert [await cancelled_at(key) for key in ("old-1", "old-2")] == [NOW, NOW]
+    assert await timers.cancel_all(keys=["new", "fired", "old-1"], now=NOW) == 1  # pending only
+    assert await cancelled_at("fired") is None
+    assert fired.id == claimed.id
+
+
 async def test_next_due_is_when_the_next_timer_can_be_claimed(timers: TimerStore) -> None:
     assert await timers.next_due() is None
 

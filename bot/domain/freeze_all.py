@@ -39,6 +39,28 @@ class LanesUnfrozen:
 
 LanesTold = LanesFrozen | LanesUnfrozen
 
+FREEZE_ALL_TOLD_TIMER = "freeze_all_told"
+"""The durable timer, written with the holds of a `/rollout freeze --all`, that tells the threads
+of a service's scheduled dispatches its freeze will hold (`bot.services.freeze_all_told`)."""
+
+
+def told_timer(hold: LaneHold) -> tuple[str, dict[str, str]]:
+    """The key and payload of the FREEZE_ALL_TOLD_TIMER of `hold`, a freeze just stored: one
+    per service and freeze."""
+    assert hold.until is not None
+    key = f"{FREEZE_ALL_TOLD_TIMER}:{hold.service}:{hold.since.isoformat()}:{hold.actor}"
+    return key, {"actor": hold.actor, "until": hold.until.isoformat()}
+
+
+def told_freeze(payload: Mapping[str, Any]) -> tuple[str, datetime]:
+    """Who froze and until when, of a FREEZE_ALL_TOLD_TIMER's payload (`told_timer`)."""
+    return str(payload["actor"]), datetime.fromisoformat(str(payload["until"]))
+
+
+def thread_told_key(timer_key: str, rollout_id: str) -> str:
+    """The claim that the timer `timer_key` told `rollout_id`'s thread: whoever fires it first."""
+    return ":".join((timer_key, "told", rollout_id))
+
 
 def elsewhere(
     channels: Sequence[tuple[str, Sequence[str]]], typed_in: str

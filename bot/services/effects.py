@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from bot.domain import rollout as machine
 from bot.domain.errors import ConcurrentChange, GitHubError
 from bot.domain.freeze import FREEZE_END_TIMER
+from bot.domain.freeze_all import FREEZE_ALL_TOLD_TIMER
 from bot.domain.npm import RELEASE_TIMER
 from bot.domain.plan import RolloutPlan, settle_of
 from bot.domain.protection_rules import UNCONFIRMED_TIMER
@@ -52,7 +53,7 @@ from bot.services.outbox import Outbox
 from bot.services.outbox_messages import SUMMARY, card, summary, told
 from bot.services.ports import Clock, GitHubGateway, Words
 from bot.services.records import NewAuditEvent, NewMessage, NewTimer
-from bot.services.reviews import refusal_of, send_review, tell_refused
+from bot.services.reviews import refusal_of, send_review, tell_overtaken, tell_refused
 from bot.services.store_ports import AuditLog, ProtectionRuleRequests, Rollouts, Timers
 from bot.services.telemetry import UNTRACKED, Telemetry
 
@@ -69,6 +70,7 @@ TIMER_KINDS = frozenset(
         RELEASE_TIMER,
         UNCONFIRMED_TIMER,
         FREEZE_END_TIMER,
+        FREEZE_ALL_TOLD_TIMER,
     }
 )
 """Every kind of timer this version schedules, hence fires: a kind not here was scheduled by
@@ -233,9 +235,13 @@ class EffectRunner:
                 await self.audit.add(audit)
         left = list(decision.effects)
         refused: list[tuple[Review, GitHubError]] = []
+        overtaken: list[Review] = []
         try:
             while left:
-                if (said := await self._carry_out(rollout, left[0], plan)) is not None:
+                said = await self._carry_out(rollout, left[0], plan)
+                if isinstance(said, Review):
+                    overtaken.append(said)
+                elif said is not None:
                     refused.append(said)
                 del left[0]
         except Exception:
@@ -244,13 +250,16 @@ class EffectRunner:
             raise
         if messages:
             await self.outbox.flush(rollout.id, known=(rollout, plan))
+        if overtaken:  # the rollout ends: what GitHub refused meanwhile is told no more
+            return await tell_overtaken(self, rollout, plan, overtaken[0])
         return await tell_refused(self, rollout, plan, refused) if refused else rollout
 
     async def _carry_out(
         self, rollout: Rollout, effect: Effect, plan: RolloutPlan
-    ) -> tuple[Review, GitHubError] | None:
+    ) -> tuple[Review, GitHubError] | Review | None:
         """One effect of a saved decision, in its order (a review's failure is recorded); a
-        review GitHub refused or failed, with its error (`bot.services.reviews`)."""
+        review GitHub refused or failed, with its error, or an approval a re-run overtook
+        (`bot.services.reviews`)."""
         if isinstance(effect, Review):
             return await refusal_of(self, rollout, effect)
         if isinstance(effect, ScheduleWindow):

@@ -8,11 +8,14 @@ once (a retry of the command is dropped, and a second service never takes the co
 retry); the end is read once, as a single freeze reads it (the asker's Slack time zone). Then
 each service's hold and its audit event (`command:freeze` with `all`) are written in ONE
 transaction (`LaneHolds.take_all`): a failure freezes nothing. Each service's scheduled
-dispatches it will hold, and for an unfreeze each rollout it held, are told in their threads
-as one service's freeze tells them. Each other release channel (for an unfreeze, each whose
-services had a freeze lifted) is told once, by a notice of the services released there
-(`bot.domain.freeze_all`) written to the outbox in that same transaction: a crash after it
-still tells them (any replica delivers it), and a retry of the command writes none.
+dispatches it will hold are told in their threads as one service's freeze tells them, by a
+timer written in that transaction (`bot.services.freeze_all_told`): a failure or a crash after
+it delays them (retried, as any timer), never repeats them. For an unfreeze each rollout it
+held is told.
+Each other release channel (for an unfreeze, each whose services had a freeze lifted) is told
+once, by a notice of the services released there (`bot.domain.freeze_all`) written to the
+outbox in that same transaction: a crash after it still tells them (any replica delivers it),
+and a retry of the command writes none.
 """
 
 from __future__ import annotations
@@ -26,9 +29,10 @@ from bot.domain.controls import Control
 from bot.domain.errors import InvalidCommand, NotAuthorized
 from bot.domain.freeze import LANE_FREEZE, Freeze, LaneHold
 from bot.domain.freeze_all import LanesTold, elsewhere, frozen_elsewhere, unfrozen_elsewhere
+from bot.services.freeze_all_told import tell_scheduled_later
 from bot.services.lane_controls import Froze, LaneControls, freeze_in_force
 from bot.services.outbox_messages import lanes_notice
-from bot.services.records import NewAuditEvent, NewMessage, Told
+from bot.services.records import NewAuditEvent, NewMessage, NewTimer, Told
 from bot.services.requests import Entry, Origin, current_entry
 
 
@@ -42,6 +46,7 @@ class AllLanes(Protocol):
         *,
         now: datetime,
         told: Told,
+        timer: Callable[[LaneHold, LaneHold], NewTimer | None],
     ) -> list[LaneHold]: ...
 
     async def release_all(
@@ -141,13 +146,16 @@ class FreezeAll:
             ]
             channels, typed_in = self._elsewhere(origin), origin.channel_id
             notices = _Notices(lambda stored: frozen_elsewhere(channels, typed_in, asked, stored))
-            in_force = await self.lanes.take_all(asked, audited, now=now, told=notices)
+
+            def timer(mine: LaneHold, stored: LaneHold) -> NewTimer | None:
+                return tell_scheduled_later(mine) if stored == mine else None
+
+            in_force = await self.lanes.take_all(asked, audited, now=now, told=notices, timer=timer)
             entry.recorded = True
+            self.here.rollouts.effects.timers_changed()
             await notices.send(self.here)
             froze = []
             for one, mine, stored in zip(self.each, asked, in_force, strict=True):
-                if stored == mine:
-                    await one.tell_scheduled(mine)
                 shown = (await one.lane.state()).freeze
                 froze.append((one.lane.service, Froze(mine, stored, shown, zone)))
             return FrozeAll(tuple(froze), zone, notices.channels)

@@ -52,10 +52,12 @@ WATCHED_SINCE = timedelta(days=1)
 at the freeze's end, back since a moment) is cancelled too."""
 
 
-async def watch_freeze_end(effects: EffectRunner, rollout: Rollout, freeze: Freeze) -> None:
+async def watch_freeze_end(
+    effects: EffectRunner, rollout: Rollout, freeze: Freeze, *, instead: Collection[str] = ()
+) -> None:
     """Watch the end of `freeze`, which holds `rollout` now (when the lane is next free): its
     thread is told then what still waits. Once per rollout, end and the freeze ending then
-    (the timer's key)."""
+    (the timer's key). `instead`: the keys of the watches it replaces, cancelled with it."""
     await effects.timers.schedule(
         key=freeze_end_timer_key(rollout.id, freeze),
         kind=FREEZE_END_TIMER,
@@ -64,6 +66,7 @@ async def watch_freeze_end(effects: EffectRunner, rollout: Rollout, freeze: Free
         rollout_id=rollout.id,
         service=rollout.service,
         payload=freeze_end_timer_payload(freeze),
+        cancel=instead,
     )
 
 
@@ -226,15 +229,19 @@ async def rewatch(effects: EffectRunner, lane: ReleaseLane, rollout: Rollout) ->
     """After a `/rollout unfreeze`, whose answer tells the rollout's thread: the freeze still
     holding it (returned, if any) is watched, and its other watches (of the lifted freeze's
     end) are cancelled; a watch of the same end (the plan's window that held it all along) is
-    kept. The new watch is written first: a fault before it leaves the old ones, which tell
-    the end late, not nothing watching the hold."""
+    kept. The new watch and the cancels are one write: a fault leaves the old watches, which
+    tell the end once, late; never nothing watching the hold, nor two watches telling it."""
     now = effects.clock()
     freeze = await lane.holds_promotion(rollout_id=rollout.id)
     kept = freeze_end_timer_key(rollout.id, freeze) if freeze is not None else None
-    if freeze is not None:
-        await watch_freeze_end(effects, rollout, freeze)
     since = now - WATCHED_SINCE
-    for timer in await effects.timers.of_kind(kind=FREEZE_END_TIMER, due_since=since):
-        if timer.rollout_id == rollout.id and timer.is_pending and timer.key != kept:
-            await effects.timers.cancel(key=timer.key, now=now)
+    others = [
+        timer.key
+        for timer in await effects.timers.of_kind(kind=FREEZE_END_TIMER, due_since=since)
+        if timer.rollout_id == rollout.id and timer.is_pending and timer.key != kept
+    ]
+    if freeze is not None:
+        await watch_freeze_end(effects, rollout, freeze, instead=others)
+    elif others:
+        await effects.timers.cancel_all(keys=others, now=now)
     return freeze

@@ -226,11 +226,19 @@ class LaneControls:
     async def tell_scheduled(self, freeze: LaneHold) -> None:
         """Tell the thread of each scheduled dispatch that `freeze`, just declared, will hold
         at its time (`/rollout status` says it too)."""
+        assert freeze.until is not None
+        for rollout, held in await self.scheduled_held_by(freeze.actor, freeze.until):
+            await self.rollouts.effects.tell(rollout, ScheduleFrozen(held))
+
+    async def scheduled_held_by(self, actor: str, until: datetime) -> list[tuple[Rollout, Frozen]]:
+        """The scheduled dispatches the freeze by `actor` until `until` will hold at their
+        time, each with how it holds it."""
         active = await self.rollouts.active()
-        for rollout_id, held in (await self.lane.held_then(active)).items():
-            if (held.freeze.actor, held.freeze.until) == (freeze.actor, freeze.until):
-                rollout = next(r for r in active if r.id == rollout_id)
-                await self.rollouts.effects.tell(rollout, ScheduleFrozen(held))
+        return [
+            (next(r for r in active if r.id == rollout_id), held)
+            for rollout_id, held in (await self.lane.held_then(active)).items()
+            if (held.freeze.actor, held.freeze.until) == (actor, until)
+        ]
 
     async def tell_lifted(
         self, actor: str, lifted: LaneHold, active: list[Rollout], held: dict[str, Frozen]

@@ -17,6 +17,13 @@ class Outboxes(Protocol):
         """Write messages that go with no state change of their own."""
         ...
 
+    async def add_once(
+        self, messages: Sequence[NewMessage], *, once: str, now: datetime, action: str
+    ) -> bool:
+        """Write `messages` unless a call of the key `once` wrote them already (any replica),
+        the key's claim (of `action`) and the messages in one transaction; True when written."""
+        ...
+
     async def claim(
         self,
         *,

@@ -119,6 +119,10 @@ class GitHubGateway(WorkflowDispatch, ChangesSource, Protocol):
         waits on the latest."""
         ...
 
+    async def latest_attempt(self, run_id: int) -> int:
+        """The run's latest attempt (`run_attempt`), read as a conditional GET."""
+        ...
+
     async def rerun_job(self, *, run_id: int, job_id: int, attempt: int) -> int:
         """Re-run job `job_id` of run `run_id`, whose latest attempt is `attempt`: GitHub runs
         it and the jobs that need it again as the run's next attempt, which is returned. A

@@ -23,7 +23,10 @@ from typing import TYPE_CHECKING
 from bot.domain import rollout as machine
 from bot.domain.errors import ConcurrentChange, GitHubError
 from bot.domain.plan import RolloutPlan
-from bot.domain.rollout import Review, Rollout
+from bot.domain.protection_rules import RuleRequest
+from bot.domain.rollout import Announce, Review, Rollout
+from bot.domain.rollout.events import ApprovalOvertaken
+from bot.services.outbox_messages import told
 from bot.services.ports import ReviewState
 from bot.services.records import BOT
 
@@ -31,6 +34,16 @@ if TYPE_CHECKING:
     from bot.services.effects import EffectRunner
 
 log = logging.getLogger(__name__)
+
+OVERTAKEN = "approval_overtaken"
+"""The audit action of an ending told as an approval a re-run overtook (`tell_overtaken`), and
+the action of the claim of that line told after another replica's ending (`overtaken_key`)."""
+
+
+def overtaken_key(rollout_id: str, attempt: int) -> str:
+    """The claim that the rollout's thread was told its approval a re-run (`attempt`)
+    overtook, after another replica's look ended the rollout first: once, any replica."""
+    return f"{OVERTAKEN}:{rollout_id}:{attempt}"
 
 
 async def send_review(
@@ -84,14 +97,84 @@ async def send_review(
 
 async def refusal_of(
     effects: EffectRunner, rollout: Rollout, review: Review
-) -> tuple[Review, GitHubError] | None:
+) -> tuple[Review, GitHubError] | Review | None:
     """Carry out a saved decision's review: the review with GitHub's error when GitHub
-    refused or failed it (None: taken, or not waiting)."""
+    refused or failed it; the review alone when it is an approval GitHub took while the run
+    was re-run (`overtaken`); None: taken, or not waiting."""
     try:
-        await send_review(effects, rollout, review, strict=True)
+        sent = await send_review(effects, rollout, review, strict=True)
     except GitHubError as error:  # recorded, and asked again by the next reconcile
         return review, error
-    return None
+    return review if sent and review.approve and await overtaken(effects, rollout) else None
+
+
+async def overtaken(effects: EffectRunner, rollout: Rollout) -> bool:
+    """Whether the run was re-run past the attempt the rollout follows, read back once GitHub
+    took an approval decided on it: the attempt was read just before it was sent, but GitHub's
+    review names no attempt, and a re-run landing meanwhile takes it. Unread, the rollout's
+    next look finds the re-run (told as one not followed)."""
+    if rollout.run_id is None or rollout.attempt is None:
+        return False
+    try:
+        latest = await effects.github.latest_attempt(rollout.run_id)
+    except GitHubError as error:
+        log.warning("run %s: its attempt not read back: %s", rollout.run_id, error.message)
+        return False
+    if latest <= rollout.attempt:
+        return False
+    log.warning(
+        "run %s was re-run (attempt %s) while the approval decided on attempt %s was sent: "
+        "GitHub took it, and may have applied it to attempt %s",
+        rollout.run_id,
+        latest,
+        rollout.attempt,
+        latest,
+    )
+    return True
+
+
+async def tell_overtaken(
+    effects: EffectRunner, rollout: Rollout, plan: RolloutPlan, review: Review
+) -> Rollout:
+    """End the rollout whose approval `review` a re-run overtook (`overtaken`), its thread
+    told so once: the ending is saved with it. One another replica's look ended first (as a
+    re-run not followed) is told it as well, unless that ending was this same one
+    (`approval_overtaken` in the audit trail), once however many replicas read the re-run back
+    (the line's claim). The rollout after."""
+    assert rollout.run_id is not None
+    try:
+        snapshot = await effects.read_run(rollout.run_id)
+    except GitHubError as error:
+        log.warning("run %s not read after a re-run: %s", rollout.run_id, error.message)
+        return rollout
+    detail = {"environment": review.environment, "attempt": snapshot.attempt}
+    audit = effects.event(BOT, OVERTAKEN, "ok", rollout, detail, track=review.track)
+    first = machine.approval_overtaken(rollout, plan, snapshot, effects.clock(), review)
+    said = [
+        e.event
+        for e in first.effects
+        if isinstance(e, Announce) and isinstance(e.event, ApprovalOvertaken)
+    ]
+
+    async def end() -> Rollout:
+        now = await effects.get(rollout.id)
+        decision = machine.approval_overtaken(now, plan, snapshot, effects.clock(), review)
+        if decision.rollout != now:
+            # Audited only as told so: not when the approval reached the followed attempt.
+            return await effects.apply(now, decision, plan, audit=[audit] if said else [])
+        trail = await effects.audit.list_for_rollout(rollout.id)
+        if said and now.attempt == snapshot.attempt and all(e.action != OVERTAKEN for e in trail):
+            # Another replica that sent the same approval may be here too: the line's claim
+            # and the line in one transaction, by whichever comes first.
+            line = told(now, said[0], notifications=plan.notifications, failure=True)
+            once = overtaken_key(rollout.id, snapshot.attempt)
+            clock = effects.clock()
+            if await effects.outbox.store.add_once(line, once=once, now=clock, action=OVERTAKEN):
+                await effects.record(audit)
+                await effects.outbox.send(line, written=True)
+        return now
+
+    return await effects.serialised(rollout.id, end)
 
 
 async def tell_refused(
@@ -105,9 +188,13 @@ async def tell_refused(
     failed without refusing it, once it has failed it for `EffectRunner.unanswered_after`
     (its first failure saved). The rollout after. Another replica's save meanwhile leaves it
     to the next look, refused (failed) again."""
+    held = await rule_held(effects, rollout)
     for review, error in refused:
+        by_rule = any(request.named(review.environment) for request in held)
         if error.refused:
-            decision = machine.approval_refused(rollout, plan, review, error.message)
+            decision = machine.approval_refused(
+                rollout, plan, review, error.message, by_rule=by_rule
+            )
         else:
             decision = machine.review_failed(
                 rollout,
@@ -116,6 +203,7 @@ async def tell_refused(
                 error.cause,
                 now=effects.clock(),
                 after=effects.unanswered_after,
+                by_rule=by_rule,
             )
         if decision.rollout == rollout:
             continue
@@ -125,3 +213,11 @@ async def tell_refused(
             log.info("rollout %s changed on another replica; a refusal is told later", rollout.id)
             break
     return rollout
+
+
+async def rule_held(effects: EffectRunner, rollout: Rollout) -> list[RuleRequest]:
+    """The App's open protection rule requests of the rollout's run (none in token mode): the
+    environments the App's rule holds, which no required reviewer answers."""
+    if effects.rule_requests is None or rollout.run_id is None:
+        return []
+    return await effects.rule_requests.open_for_run(rollout.run_id)

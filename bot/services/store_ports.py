@@ -96,6 +96,7 @@ class Timers(Protocol):
         payload: Mapping[str, Any] | None = None,
         outbox: Sequence[NewMessage] = (),
         service: str | None = None,
+        cancel: Collection[str] = (),
     ) -> Timer: ...
 
     async def settle(
@@ -109,6 +110,8 @@ class Timers(Protocol):
     ) -> None: ...
 
     async def cancel(self, *, key: str, now: datetime) -> bool: ...
+
+    async def cancel_all(self, *, keys: Collection[str], now: datetime) -> int: ...
 
     async def get(self, *, key: str) -> Timer | None: ...
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from bot.adapters.github.attempts import latest_attempt, not_for
+from bot.adapters.github.attempts import latest_attempt
 from bot.adapters.github.dispatch import DispatchSearch, WorkflowDispatch
 from bot.adapters.github.history import RepositoryHistory
 from bot.adapters.github.protection_rules import ProtectionRules
@@ -94,26 +94,25 @@ class PyGithubGateway:
         attempt: int | None = None,
     ) -> bool:
         # The App's rule first, then the reviewers for what the rule did not answer: an
-        # environment may have both, but the App is never a required reviewer. The rule's
-        # callback names no attempt either: the run's is read before it is answered.
+        # environment may have both, but the App is never a required reviewer. Each reads
+        # the run's attempt once it knows something of it waits (`attempts`).
         answered: set[str] = set()
-        names = ", ".join(environments)
         if self._rules is not None:
-            if attempt is not None and not_for(
-                run_id,
-                attempt,
-                await latest_attempt(self._github, run_id),
-                f"answer {names} (its rule)",
-            ):
-                return False
             answered = await self._rules.answer(
-                run_id=run_id, environments=environments, state=state, comment=comment
+                run_id=run_id,
+                environments=environments,
+                state=state,
+                comment=comment,
+                attempt=attempt,
             )
         rest = [name for name in environments if name not in answered]
         reviewed = rest != [] and await self._runs.review(
             run_id=run_id, environments=rest, state=state, comment=comment, attempt=attempt
         )
         return bool(answered) or reviewed
+
+    async def latest_attempt(self, run_id: int) -> int:
+        return await latest_attempt(self._github, run_id)
 
     async def rerun_job(self, *, run_id: int, job_id: int, attempt: int) -> int:
         return await self._runs.rerun_job(run_id=run_id, job_id=job_id, attempt=attempt)

@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 from github import GithubException
 
+from bot.adapters.github.attempts import latest_attempt, not_for
 from bot.adapters.github.pages import every_page
 from bot.adapters.github.reviews import post_review
 from bot.adapters.github.schema import (
@@ -201,16 +202,28 @@ class ProtectionRules:
         return job is not None and job.status in (JobStatus.IN_PROGRESS, JobStatus.COMPLETED)
 
     async def answer(
-        self, *, run_id: int, environments: Sequence[str], state: ReviewState, comment: str
+        self,
+        *,
+        run_id: int,
+        environments: Sequence[str],
+        state: ReviewState,
+        comment: str,
+        attempt: int | None = None,
     ) -> set[str]:
         """Answer those of `environments` that wait for the App; the environments answered
         (or found answered by another replica), which the reviewers' endpoint must not be
-        asked about. A refusal while the job still waits raises GitHubError, the request open."""
+        asked about. A refusal while the job still waits raises GitHubError, the request open.
+        With `attempt` (the one the answer is meant for), nothing is answered once the run
+        was re-run since: the callback names no attempt either (`attempts`)."""
         held = [
             r
             for r in await self.requests.open_for_run(run_id)
             if any(r.named(name) for name in environments)
         ]
+        if held and attempt is not None:
+            latest = await latest_attempt(self.github, run_id)
+            if not_for(run_id, attempt, latest, f"answer {', '.join(environments)} (its rule)"):
+                return set()
         answered: set[str] = set()
         for request in held:
             if await self._answer_one(request, state, comment):

@@ -17,6 +17,7 @@ from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTime
 from bot.adapters.github.app_auth import RepositoryInstallation
 from bot.adapters.github.app_tokens import RepositoryNotIncluded
 from bot.adapters.github.budget import UNSAID_WAIT, RequestBudget
+from bot.adapters.github.retry import retry_after_wait
 from bot.domain.errors import GitHubRateLimited
 from bot.domain.text import whole_number
 from bot.services.doctor_app import UNSUSPEND
@@ -228,8 +229,8 @@ def said_wait(exc: GithubException) -> float | None:
     """Seconds a rate limit asks to wait: `Retry-After`, or until `X-RateLimit-Reset` when no
     requests are left; None when it says neither (a secondary rate limit: `SecondaryBackoff`)."""
     headers = _headers(exc)
-    if (retry_after := whole_number(str(headers.get("retry-after", "")))) is not None:
-        return float(retry_after)
+    if (retry_after := retry_after_wait(headers)) is not None:
+        return retry_after
     reset = whole_number(str(headers.get("x-ratelimit-reset", "")))
     if headers.get("x-ratelimit-remaining") == "0" and reset is not None:
         return max(0.0, reset - time.time())
@@ -239,8 +240,8 @@ def said_wait(exc: GithubException) -> float | None:
 def reset_hint(exc: GithubException, budget: RequestBudget | None = None) -> str:
     """When to try again: as GitHub said, or when `budget`'s hold ends (`unsaid_wait`)."""
     headers = _headers(exc)
-    if (retry_after := whole_number(str(headers.get("retry-after", "")))) is not None:
-        return f"try again in {retry_after} s."
+    if (retry_after := retry_after_wait(headers)) is not None:
+        return f"try again in {math.ceil(retry_after)} s."
     reset = whole_number(str(headers.get("x-ratelimit-reset", "")))
     if headers.get("x-ratelimit-remaining") == "0" and reset is not None:
         at = datetime.fromtimestamp(reset, UTC)

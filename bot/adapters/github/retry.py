@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
@@ -13,7 +15,7 @@ from urllib3.response import HTTPResponse
 from urllib3.util.retry import Retry
 
 from bot.adapters.github.budget import UNSAID_WAIT
-from bot.domain.text import whole_number
+from bot.domain.retry_after import http_date, retry_after_seconds
 
 
 class ReadRetry(GithubRetry):
@@ -31,18 +33,22 @@ class ReadRetry(GithubRetry):
         _pool: ConnectionPool | None = None,
         _stacktrace: TracebackType | None = None,
     ) -> Retry:
-        said = str(response.headers.get("Retry-After", "")) if response is not None else ""
-        if response is not None and response.status in (403, 429) and _longer(said, self):
-            raise RateLimitExceededExceedsMaxWait(
-                response.status, _body(response), dict(response.headers), wait=float(said)
-            )
+        if response is not None and response.status in (403, 429):
+            said = retry_after_wait(response.headers)
+            if said is not None and said > self.retry_after_max:
+                raise RateLimitExceededExceedsMaxWait(
+                    response.status, _body(response), dict(response.headers), wait=said
+                )
         return super().increment(method, url, response, error, _pool, _stacktrace)
 
 
-def _longer(retry_after: str, retry: Retry) -> bool:
-    """Whether `Retry-After` says a wait longer than `retry` may sleep."""
-    seconds = whole_number(retry_after)
-    return seconds is not None and seconds > retry.retry_after_max
+def retry_after_wait(headers: Mapping[str, Any]) -> float | None:
+    """Seconds GitHub's `Retry-After` asks to wait (`headers` read whatever the case of their
+    names): its seconds, or until its date by the answer's `Date` (the bot's clock when
+    unreadable); None when it says neither."""
+    named = {name.lower(): str(value) for name, value in headers.items()}
+    answered = http_date(named.get("date", "")) or datetime.now(UTC)
+    return retry_after_seconds(named.get("retry-after", ""), now=answered)
 
 
 def _body(response: HTTPResponse) -> Any:

@@ -186,23 +186,25 @@ class WorkflowRuns:
         names = ", ".join(environments)
         operation = f"{verb} {names} on run {run_id}"
         github = self._github
+        wanted = {name.casefold() for name in environments}
 
-        def read() -> tuple[list[PendingDeployment], list[Review], int | None]:
+        def read() -> tuple[list[int], list[Review], int | None]:
+            pending = self._pending_deployments(run_id)
+            by_name = {item.environment.name.casefold(): item.environment.id for item in pending}
+            ids = sorted({by_name[name] for name in wanted if name in by_name})
+            if not ids:  # nothing to send: neither its history nor its attempt matters
+                return ids, [], None
             # The attempt read last: a re-run before the waits were read shows in it.
-            waits = self._pending_deployments(run_id)
             history = self._history(run_id, conditional=True)
-            return waits, history, None if attempt is None else read_attempt(github, run_id)
+            return ids, history, None if attempt is None else read_attempt(github, run_id)
 
-        pending, history, latest = await self._github.call(
+        ids, history, latest = await self._github.call(
             f"read the deployments waiting on run {run_id}", read, run_id=run_id, kind="review"
         )
-        if not_for(run_id, attempt, latest, operation):
-            return False
-        ids_by_name = {item.environment.name.casefold(): item.environment.id for item in pending}
-        wanted = {name.casefold() for name in environments}
-        ids = sorted({ids_by_name[name] for name in wanted if name in ids_by_name})
         if not ids:
             _log.info("GitHub: run %s: %s not waiting, nothing to %s", run_id, names, verb)
+            return False
+        if not_for(run_id, attempt, latest, operation):
             return False
         # The history spans every attempt of the run and names none: only a review of ours
         # added since this read is this one (read back after an unclear answer).

@@ -12,12 +12,12 @@ import abc
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
 
 from bot.domain.metrics import QueryWindow, Reading
+from bot.domain.retry_after import http_date, retry_after_seconds
 from bot.domain.text import whole_number
 from bot.services.ports import Clock
 
@@ -122,8 +122,9 @@ def _wait(response: aiohttp.ClientResponse, clock: Clock) -> float | None:
     """Seconds to wait before asking again (None: the answer stands)."""
     if response.status not in _PASSING:
         return None
-    if (after := whole_number(response.headers.get("Retry-After", ""))) is not None:
-        return float(after)
+    said = response.headers.get("Retry-After", "")
+    if (after := retry_after_seconds(said, now=_answered_at(response, clock))) is not None:
+        return after
     if (reset := whole_number(response.headers.get("X-Sentry-Rate-Limit-Reset", ""))) is not None:
         return max(0.0, reset - _answered_at(response, clock).timestamp())
     return PASSING_WAIT
@@ -133,8 +134,4 @@ def _answered_at(response: aiohttp.ClientResponse, clock: Clock) -> datetime:
     """When the server answered, by its own clock (`Date`), which its reset times are on: the
     bot's clock seconds apart would wait too long (not at all, beyond RETRY_WAIT) or ask again
     too soon. The bot's clock when the answer has no readable `Date`."""
-    try:
-        answered = parsedate_to_datetime(response.headers.get("Date", ""))
-    except (TypeError, ValueError):
-        return clock()
-    return answered if answered.tzinfo else answered.replace(tzinfo=UTC)  # HTTP dates are GMT
+    return http_date(response.headers.get("Date", "")) or clock()

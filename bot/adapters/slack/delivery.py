@@ -5,11 +5,13 @@ refusals (a channel the bot is not in, a message Slack will not take) as permane
 from __future__ import annotations
 
 from collections.abc import Awaitable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import aiohttp
 from slack_sdk.errors import SlackApiError, SlackRequestError
 
+from bot.domain.retry_after import http_date, retry_after_seconds
 from bot.domain.text import clean_text
 from bot.services.ports import DeliveryFailed
 
@@ -103,13 +105,25 @@ def _failure(error: SlackApiError, *, reply: bool) -> DeliveryFailed:
 
 
 def retry_after(headers: Any) -> float:
-    """Seconds Slack asked to wait (Retry-After); 1 s, Slack's usual answer, when unreadable."""
-    for name in ("Retry-After", "retry-after"):
-        value = headers.get(name) if headers is not None else None
+    """Seconds Slack asked to wait (Retry-After: seconds, or an HTTP-date, which is read
+    against the answer's `Date`); 1 s, Slack's usual answer, when unreadable."""
+    said = _header(headers, "Retry-After")
+    try:
+        return max(0.0, float(said))
+    except ValueError:
+        pass
+    answered = http_date(_header(headers, "Date")) or datetime.now(UTC)
+    wait = retry_after_seconds(said, now=answered)
+    return 1.0 if wait is None else wait
+
+
+def _header(headers: Any, name: str) -> str:
+    """One header of a Slack answer (its client gives a dict, names as sent, values as lists
+    or strings), "" when absent."""
+    for each in (name, name.lower()):
+        value = headers.get(each) if headers is not None else None
         if isinstance(value, list):
             value = value[0] if value else None
-        try:
-            return max(0.0, float(str(value)))
-        except ValueError:
-            continue
-    return 1.0
+        if value is not None:
+            return str(value)
+    return ""

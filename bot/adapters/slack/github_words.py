@@ -14,6 +14,7 @@ from bot.adapters.slack.mrkdwn import escape, person, slack_time
 from bot.domain.durations import format_duration
 from bot.domain.github_events import GitHubReported
 from bot.domain.rollout.events import (
+    ApprovalOvertaken,
     ApprovalRefused,
     FailureJobEnded,
     FailureJobRerun,
@@ -210,8 +211,8 @@ def approval_refused_text(event: ApprovalRefused) -> str:
     return (
         f":warning: GitHub refused the bot's {review} of *{escape(event.what)}* "
         f"({escape(event.track)}): {escape(event.cause)} {held}: the bot asks again at each "
-        "look at the run (and says no more of it here). Fix what GitHub answered, or have one "
-        f"of the environment's required reviewers {verb} it on the run's page ({run})."
+        f"look at the run (and says no more of it here). Fix what GitHub answered, or "
+        f"{_by_hand(event, verb, run)}."
     )
 
 
@@ -223,8 +224,26 @@ def review_unanswered_text(event: ReviewUnanswered) -> str:
         f":warning: GitHub has not taken the bot's {review} of *{escape(event.what)}* "
         f"({escape(event.track)}) since {slack_time(event.since)}: it fails it each time "
         f"(last: {escape(event.cause)}). {held}: the bot asks again at each look at the run "
-        "(and says no more of it here). Check https://www.githubstatus.com, or have one of the "
-        f"environment's required reviewers {verb} it on the run's page ({run})."
+        f"(and says no more of it here). Check https://www.githubstatus.com, or "
+        f"{_by_hand(event, verb, run)}."
+    )
+
+
+def _by_hand(event: ApprovalRefused | ReviewUnanswered, verb: str, run: str) -> str:
+    """What a person can do on the run's page meanwhile: a required reviewer's review, or,
+    where the App's protection rule holds the environment (which no person answers), an
+    admin's start of the job past it, or a cancel of the run."""
+    if not event.by_rule:
+        reviewers = "have one of the environment's required reviewers"
+        return f"{reviewers} {verb} it on the run's page ({run})"
+    if event.rejected:
+        return (
+            f"cancel the run on its page ({run}): only the bot's App answers its protection "
+            "rule, and the failure job does not run then (roll back by hand)"
+        )
+    return (
+        "have a repository admin start the waiting job past its protection rules on the "
+        f"run's page ({run}): only the bot's App answers its rule there"
     )
 
 
@@ -279,14 +298,7 @@ def run_readable_text(event: RunReadable) -> str:
 def rerun_not_followed_text(event: RerunNotFollowed) -> str:
     """The run was re-run before the bot saw the attempt it followed end: the rollout ends,
     each track where it was last seen, and nothing approves the new attempt's waits."""
-    before = event.attempt - 1
-    run = f"<{event.run_url}|run {event.run_id}>"
-    tracks = "; ".join(
-        f"{track}: failed, last seen at *{reached}*"
-        if reached
-        else f"{track}: failed, nothing seen deployed"
-        for track, reached in event.tracks
-    )
+    before, run, tracks = _rerun_ended(event)
     waits = ", ".join(f"`{escape(name)}`" for name in event.waiting)
     waiting = (
         f"Attempt {event.attempt} waits at {waits} for the bot's answer, which does not come: "
@@ -301,6 +313,42 @@ def rerun_not_followed_text(event: RerunNotFollowed) -> str:
         "on GitHub (with the GitHub App, the run's card in the release channel offers Adopt or "
         f"Reject), and start a new rollout with `/rollout start {event.tag}`."
     )
+
+
+def approval_overtaken_text(event: ApprovalOvertaken) -> str:
+    """The run was re-run while the bot's approval was on its way, and GitHub took it: it may
+    have approved the new attempt's job there, unwatched; the rollout ends, and what to do."""
+    rerun = event.rerun
+    before, run, tracks = _rerun_ended(rerun)
+    where = f"`{escape(event.environment)}`"
+    if event.waits:
+        now = f"Attempt {rerun.attempt} still waits at {where}: reject it or cancel the run"
+    else:
+        now = (
+            f"Attempt {rerun.attempt}'s job at {where} no longer waits: if it should not "
+            "deploy, cancel the run"
+        )
+    return (
+        f":warning: {run} was re-run on GitHub (attempt {rerun.attempt}) while the bot's "
+        f"approval of *{escape(event.what)}* ({escape(event.track)}), decided on attempt "
+        f"{before}, was on its way. GitHub took it, and its review names no attempt: it may "
+        f"have approved {where} on attempt {rerun.attempt}, which no gate of the bot's "
+        "watched. The bot does not follow a re-run, so this rollout ends here"
+        f"{': ' + tracks if tracks else ''}. {now} on GitHub (the run's page shows who "
+        f"approved what), and start a new rollout with `/rollout start {rerun.tag}`."
+    )
+
+
+def _rerun_ended(event: RerunNotFollowed) -> tuple[int, str, str]:
+    """The attempt the rollout followed, the run's link, and where each track ended."""
+    run = f"<{event.run_url}|run {event.run_id}>"
+    tracks = "; ".join(
+        f"{track}: failed, last seen at *{reached}*"
+        if reached
+        else f"{track}: failed, nothing seen deployed"
+        for track, reached in event.tracks
+    )
+    return event.attempt - 1, run, tracks
 
 
 def promoted_on_github_text(event: PromotedOnGitHub) -> str:

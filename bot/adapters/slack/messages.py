@@ -9,6 +9,7 @@ from __future__ import annotations
 from bot.adapters.slack.audit_reasons import reason_mrkdwn
 from bot.adapters.slack.audit_reasons import recorded as recorded
 from bot.adapters.slack.github_words import (
+    approval_overtaken_text,
     approval_refused_text,
     failure_job_ended_text,
     github_reported_text,
@@ -265,6 +266,8 @@ def render(event: told.Event) -> str:
             return waits_outside_plan_text(event)
         case told.RerunNotFollowed():
             return rerun_not_followed_text(event)
+        case told.ApprovalOvertaken():
+            return approval_overtaken_text(event)
         case told.RerunUnconfirmed():
             return rerun_unconfirmed_text(event)
         case told.RunUnreadable():

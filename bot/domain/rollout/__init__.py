@@ -93,6 +93,7 @@ from bot.domain.rollout.gating import (
     window_timer_dead,
 )
 from bot.domain.rollout.left import Left, TrackLeft, tracks_left
+from bot.domain.rollout.overtaken import approval_overtaken
 from bot.domain.rollout.reconcile import DISPATCH_SEARCH, reconcile
 from bot.domain.rollout.refused import approval_refused, review_failed
 from bot.domain.rollout.rerun import (
@@ -173,6 +174,7 @@ __all__ = [
     "TrackStopped",
     "TracksLeft",
     "abort",
+    "approval_overtaken",
     "approval_refused",
     "backstop_timer_key",
     "begin_dispatch",

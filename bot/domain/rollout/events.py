@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from bot.domain.github_events import GitHubReported
 from bot.domain.rollout.run_events import (
+    ApprovalOvertaken,
     ApprovalRefused,
     AtStage,
     DispatchGaveUp,
@@ -61,6 +62,7 @@ from bot.domain.rollout.window_events import (
 )
 
 __all__ = [
+    "ApprovalOvertaken",
     "ApprovalRefused",
     "AtStage",
     "DispatchGaveUp",
@@ -153,4 +155,5 @@ Event = (
     | RunReadable
     | ApprovalRefused
     | ReviewUnanswered
+    | ApprovalOvertaken
 )

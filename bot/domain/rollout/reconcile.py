@@ -64,8 +64,8 @@ def reconcile(
         # Read before the bot's own re-run of a failure job (`rerun`) and reconciled after
         # it: that attempt is over, its failed job already told.
         return Decision(rollout)
-    if _rerun_since(rollout, snapshot):
-        return _rerun_unseen(rollout, plan, snapshot, now)
+    if rerun_since(rollout, snapshot):
+        return rerun_unseen(rollout, plan, snapshot, now)
     attached = rollout if rollout.attempt else replace(rollout, attempt=snapshot.attempt)
     work = Work(still_refused(attached, plan, snapshot))
     for track in rollout.tracks:
@@ -305,7 +305,7 @@ def _end_with_run(
     work.effects.append(Announce(told, failure=True))
 
 
-def _rerun_since(rollout: Rollout, snapshot: RunSnapshot) -> bool:
+def rerun_since(rollout: Rollout, snapshot: RunSnapshot) -> bool:
     """Whether the run was re-run since the attempt the rollout follows. A rollout stored
     before the attempt was kept (learnt at its next look) knows it was not this attempt when
     the attempt started after a deploy the rollout saw end: the one it followed ran that
@@ -320,7 +320,7 @@ def _rerun_since(rollout: Rollout, snapshot: RunSnapshot) -> bool:
     return any(deployed is not None and deployed < started for deployed in seen)
 
 
-def _rerun_unseen(
+def rerun_unseen(
     rollout: Rollout, plan: RolloutPlan, snapshot: RunSnapshot, now: datetime
 ) -> Decision:
     """GitHub re-runs only a completed run: the attempt the rollout followed ended without the

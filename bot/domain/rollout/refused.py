@@ -19,16 +19,20 @@ from bot.domain.rollout.state import Rollout
 from bot.domain.run import JobStatus, RunSnapshot
 
 
-def approval_refused(rollout: Rollout, plan: RolloutPlan, review: Review, cause: str) -> Decision:
-    """GitHub refused the bot's approval or rejection `review`, answering `cause`: the thread
-    is told once per environment while its job waits (nothing else changes)."""
+def approval_refused(
+    rollout: Rollout, plan: RolloutPlan, review: Review, cause: str, *, by_rule: bool = False
+) -> Decision:
+    """GitHub refused the bot's approval or rejection `review`, answering `cause` (`by_rule`:
+    to the App's protection rule): the thread is told once per environment while its job
+    waits (nothing else changes)."""
     wanted = review.environment.casefold()
     told_before = _told(rollout, wanted)
     # Told it was not answered (`review_failed`): the refusal is news, someone must act.
     if told_before and _unreviewed(rollout, wanted) is None:
         return Decision(rollout)
     rejected = not review.approve
-    told = ApprovalRefused(*_about(plan, review), cause, rollout.run_url, rejected=rejected)
+    run_url = rollout.run_url
+    told = ApprovalRefused(*about(plan, review), cause, run_url, rejected, by_rule)
     kept = rollout.refused_approvals
     refused = kept if told_before else (*kept, review.environment)
     answered = replace(_without(rollout, wanted), refused_approvals=refused)
@@ -43,10 +47,12 @@ def review_failed(
     *,
     now: datetime,
     after: timedelta,
+    by_rule: bool = False,
 ) -> Decision:
     """GitHub failed the bot's review `review` at `now` without refusing it (`cause`: its
-    answer in words): the first such failure is remembered; once GitHub has not taken the
-    review for `after`, the thread is told once (nothing else changes)."""
+    answer in words; `by_rule`: to the App's protection rule): the first such failure is
+    remembered; once GitHub has not taken the review for `after`, the thread is told once
+    (nothing else changes)."""
     wanted = review.environment.casefold()
     if _told(rollout, wanted):  # told already: refused, or not answered
         return Decision(rollout)
@@ -57,12 +63,12 @@ def review_failed(
     if now - since < after:
         return Decision(rollout)
     rejected = not review.approve
-    told = ReviewUnanswered(*_about(plan, review), cause, since, rollout.run_url, rejected)
+    told = ReviewUnanswered(*about(plan, review), cause, since, rollout.run_url, rejected, by_rule)
     refused = (*rollout.refused_approvals, review.environment)
     return Decision(replace(rollout, refused_approvals=refused), (Announce(told, failure=True),))
 
 
-def _about(plan: RolloutPlan, review: Review) -> tuple[str, str]:
+def about(plan: RolloutPlan, review: Review) -> tuple[str, str]:
     """The track's label, and the stage's (or the failure job) that `review` reviews."""
     wanted = review.environment.casefold()
     plan_track = plan.track(review.track)
@@ -106,7 +112,7 @@ def still_refused(rollout: Rollout, plan: RolloutPlan, snapshot: RunSnapshot) ->
     def waits(environment: str) -> bool:
         return any(
             (job := snapshot.job(name)) is not None and job.status is JobStatus.WAITING
-            for name in _jobs_at(plan, environment)
+            for name in jobs_at(plan, environment)
         )
 
     kept = tuple(environment for environment in rollout.refused_approvals if waits(environment))
@@ -116,7 +122,8 @@ def still_refused(rollout: Rollout, plan: RolloutPlan, snapshot: RunSnapshot) ->
     return replace(rollout, refused_approvals=kept, unreviewed_since=failed)
 
 
-def _jobs_at(plan: RolloutPlan, environment: str) -> list[str]:
+def jobs_at(plan: RolloutPlan, environment: str) -> list[str]:
+    """The jobs of the plan that deploy to `environment` (a stage's, a failure job's)."""
     wanted = environment.casefold()
     at: list[tuple[str, str]] = []
     for track in plan.tracks.values():

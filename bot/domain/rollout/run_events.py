@@ -184,6 +184,21 @@ class RerunNotFollowed:
 
 
 @dataclass(frozen=True)
+class ApprovalOvertaken:
+    """The run was re-run on GitHub while the bot's approval of `what` (at `environment`) on
+    `track`, decided on the attempt the rollout followed, was on its way: GitHub took it, and
+    its review names no attempt, so it may have approved that environment on `rerun.attempt`,
+    which the bot never watched nor gated. Said in place of `rerun` (the rollout ends as a
+    re-run not followed); `waits`: the environment still waits on the new attempt."""
+
+    rerun: RerunNotFollowed
+    track: str
+    what: str
+    environment: str
+    waits: bool
+
+
+@dataclass(frozen=True)
 class RolloutEnded:
     tag: str
     tracks: tuple[tuple[str, TrackState], ...]
@@ -312,6 +327,9 @@ class ApprovalRefused:
     """The bot's rejection of the stage `what` was refused, not an approval: the track is
     stopping (the thread said "Rejected"), and its failure job cannot start while GitHub holds
     the stage."""
+    by_rule: bool = False
+    """The App's protection rule holds the environment (App mode), not a required reviewer:
+    only the App answers it there (a repository admin can start the job past it)."""
 
 
 @dataclass(frozen=True)
@@ -327,6 +345,8 @@ class ReviewUnanswered:
     since: datetime
     run_url: str | None
     rejected: bool = False
+    by_rule: bool = False
+    """As `ApprovalRefused.by_rule`."""
 
 
 @dataclass(frozen=True)
