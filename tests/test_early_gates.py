@@ -4,7 +4,6 @@ PASS before the window's end never holds or promotes the stage, however it came 
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -12,9 +11,11 @@ from figures import every_gate_passes
 from sandbox_views import stage_state
 from test_claim_lapses import observing
 from test_reevaluate_races import (
+    evaluating_to_the_window_end,
     readying,
     reevaluate,
     reevaluated_blinking,
+    reevaluated_losing_every_verdict_save,
     rolls_back,
     turning_bad,
     verdict_saved,
@@ -22,8 +23,13 @@ from test_reevaluate_races import (
 
 from bot.domain.rollout import StageState
 from bot.services.backstops import REEVALUATE_BACKSTOP
+from sandbox.harness import Sandbox
 
 pytestmark = pytest.mark.story
+
+
+def card(box: Sandbox) -> str:
+    return box.card_message().rendered
 
 
 @pytest.mark.database_matters
@@ -44,11 +50,11 @@ async def test_a_pass_on_a_stage_left_evaluating_mid_window_waits_for_the_window
 
         assert told is None, told
         assert "The window runs on until" in box.thread()[-1], box.thread()
+        # Its card says the window runs on until its end, as the thread does (not "ended").
+        await box.slack.wait_for(lambda: "evaluating the gate (window until" in card(box))
+        assert "window ended" not in card(box), card(box)
         # Nor does the failing verdict's backstop, which reads a PASS now, decide it.
-        await box.pass_time(REEVALUATE_BACKSTOP + timedelta(minutes=1))
-        assert stage_state(await box.rollout(), "relay", "canary") is StageState.EVALUATING
-        await box.pass_time(timedelta(hours=1))
-        await box.wait_until(lambda r: stage_state(r, "relay", "canary") is StageState.HOLDING)
+        await evaluating_to_the_window_end(box)
 
 
 @pytest.mark.database_matters
@@ -83,3 +89,22 @@ async def test_a_failing_verdict_never_saved_evaluating_acts_minutes_later(
 
         await box.pass_time(REEVALUATE_BACKSTOP)
         await box.wait_until(rolls_back, timeout=10)
+
+
+@pytest.mark.database_matters
+async def test_a_failing_verdict_that_loses_every_save_mid_window_says_what_its_early_gate_does(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The observed relay canary's figures turn bad and Re-evaluate is clicked; other replicas
+    save the rollout before each try to save its verdict. The person is told the gate runs again
+    on its own and acts then only on figures still failing, else the window runs on to its end
+    (not that its gate then decides, which a PASS never does before the window's end). The
+    figures recover: the early gate changes nothing, and the gate holds the canary at the end."""
+    async with turning_bad(tmp_path, database_url, reach=observing) as box:
+        told = await reevaluated_losing_every_verdict_save(box, monkeypatch)
+
+        assert "no verdict is saved yet" in told, told
+        assert "only if its figures still fail" in told, told
+        assert "the window runs on until" in told, told
+        every_gate_passes(box)
+        await evaluating_to_the_window_end(box)

@@ -96,6 +96,34 @@ async def reevaluated_blinking(
     assert blinked and told is not None and INTERRUPTED in told, told
 
 
+async def reevaluated_losing_every_verdict_save(
+    box: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """Re-evaluate is clicked on the relay canary whose figures turned bad, and other replicas
+    save the rollout before each of the click's four tries to save its verdict; its answer."""
+    elsewhere: list[Rollout] = []
+
+    async def another_replica_each_time(save: Save, rollout: Rollout) -> None:
+        if len(elsewhere) < 4 and verdict_saved(rollout):
+            latest = await box.services.rollouts.effects.get(rollout.id)
+            elsewhere.append(await save(looked(latest)))
+
+    before_saves(box, monkeypatch, another_replica_each_time)
+    told = await reevaluate(box)
+    assert len(elsewhere) == 4, elsewhere
+    assert told is not None
+    return told
+
+
+async def evaluating_to_the_window_end(box: Sandbox) -> None:
+    """The relay canary, left evaluating ten minutes into its hour and its figures good now,
+    is still evaluating past its Re-evaluate's backstop, and held by its gate at its end."""
+    await box.pass_time(REEVALUATE_BACKSTOP + timedelta(minutes=1))
+    assert stage_state(await box.rollout(), "relay", "canary") is StageState.EVALUATING
+    await box.pass_time(timedelta(hours=1))
+    await box.wait_until(lambda r: stage_state(r, "relay", "canary") is StageState.HOLDING)
+
+
 def readying(rollout: Rollout) -> bool:
     """The save of the canary readied for its verdict (saved evaluating)."""
     return stage_state(rollout, "relay", "canary") is StageState.EVALUATING
@@ -167,18 +195,8 @@ async def test_a_reevaluate_that_loses_every_verdict_save_says_what_it_did(
     not, and the gate runs again on its own when (not "this action changed nothing"); it
     does, and the track rolls back."""
     async with turning_bad(tmp_path, database_url) as box:
-        elsewhere: list[Rollout] = []
+        told = await reevaluated_losing_every_verdict_save(box, monkeypatch)
 
-        async def another_replica_each_time(save: Save, rollout: Rollout) -> None:
-            if len(elsewhere) < 4 and verdict_saved(rollout):
-                latest = await box.services.rollouts.effects.get(rollout.id)
-                elsewhere.append(await save(looked(latest)))
-
-        before_saves(box, monkeypatch, another_replica_each_time)
-        told = await reevaluate(box)
-
-        assert len(elsewhere) == 4, elsewhere
-        assert told is not None
         assert "changed nothing" not in told, told
         assert "no verdict is saved yet" in told and "runs again on its own" in told, told
         stranded = await box.rollout()
@@ -227,8 +245,33 @@ async def test_a_reevaluate_of_a_stage_left_evaluating_mid_window_writes_no_back
             assert told is not None and INTERRUPTED in told, told
         assert len(blinked) == 2, blinked
         every_gate_passes(box)
+        await evaluating_to_the_window_end(box)
+
+
+@pytest.mark.database_matters
+async def test_a_reevaluate_that_loses_its_first_save_says_it_changed_nothing(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The held relay canary's figures turn bad and Re-evaluate is clicked; another replica
+    saves the rollout just before the click saves the stage evaluating. The person is told the
+    truth: the click changed nothing (not that it saved the stage evaluating, nor that the
+    gate runs again on its own: the held stage's backstop finds it held and does nothing). The
+    canary stays held, and Re-evaluate clicked again rolls the track back."""
+    async with turning_bad(tmp_path, database_url) as box:
+        elsewhere: list[Rollout] = []
+
+        async def another_replica_first(save: Save, rollout: Rollout) -> None:
+            if not elsewhere and readying(rollout):
+                latest = await box.services.rollouts.effects.get(rollout.id)
+                elsewhere.append(await save(looked(latest)))
+
+        before_saves(box, monkeypatch, another_replica_first)
+        told = await reevaluate(box)
+
+        assert elsewhere, "the stage was never saved evaluating"
+        assert told is not None and "changed nothing" in told, told
+        assert "evaluating" not in told and "runs again on its own" not in told, told
         await box.pass_time(REEVALUATE_BACKSTOP + timedelta(minutes=1))
-        still = await box.rollout()
-        assert stage_state(still, "relay", "canary") is StageState.EVALUATING
-        await box.pass_time(timedelta(hours=1))
-        await box.wait_until(lambda r: stage_state(r, "relay", "canary") is StageState.HOLDING)
+        assert stage_state(await box.rollout(), "relay", "canary") is StageState.HOLDING
+        assert await reevaluate(box) is None
+        await box.wait_until(rolls_back)

@@ -15,6 +15,7 @@ decided meanwhile, either changes nothing (`bot.domain.rollout.window_ended`,
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from bot.domain import rollout as machine
@@ -28,11 +29,22 @@ REEVALUATE_BACKSTOP = timedelta(minutes=5)
 seconds, as a rule) leaves it nothing to do."""
 
 
+@dataclass(frozen=True)
+class Backstop:
+    """A Re-evaluate's backstop, written (`write_backstop`)."""
+
+    due: datetime
+    """When it fires."""
+    runs_until: datetime | None = None
+    """An early gate's (it takes only a failing verdict): the end of the window that runs on
+    should the figures not fail then. None: a window timer, which takes any verdict."""
+
+
 async def write_backstop(
     effects: EffectRunner, rollout: Rollout, plan: RolloutPlan, *, track: str, stage: Stage
-) -> datetime | None:
-    """Write the backstop of a Re-evaluate about to save `stage` evaluating; returns when it
-    fires. None: no window timer could decide it (no window). A stage whose window has not
+) -> Backstop | None:
+    """Write the backstop of a Re-evaluate about to save `stage` evaluating; returns it.
+    None: no window timer could decide it (no window). A stage whose window has not
     ended (observed, or left evaluating by a failing verdict whose save was lost) keeps its
     window's own timer, which ends the window when the card says, and gets an early gate: a
     window timer would end it early, and a PASS of its first minutes would hold or promote it."""
@@ -50,7 +62,7 @@ async def write_backstop(
     await effects.window_timer(
         rollout, key=key, track=track, stage=stage.key, ends=ends, due=due, kind=kind
     )
-    return due
+    return Backstop(due, ends if kind == machine.EARLY_GATE_TIMER else None)
 
 
 def verdict_unsaved(
@@ -59,14 +71,21 @@ def verdict_unsaved(
     *,
     track: str,
     stage: str,
-    backstop: datetime | None,
+    backstop: Backstop | None,
     lost: ConcurrentChange,
 ) -> ConcurrentChange:
     """The answer to a Re-evaluate that saved the stage evaluating, then lost each try to save
-    its verdict to other replicas' saves (`lost`): not "this action changed nothing"."""
+    its verdict to other replicas' saves (`lost`): not "this action changed nothing"; of an
+    early gate, that it acts only on figures still failing."""
     plan_track = plan.track(track)
     label = plan_track.stage(stage).label
-    again = f" at {effects.words.slack_time(backstop)}" if backstop is not None else ""
+    at = effects.words.slack_time
+    again = f" at {at(backstop.due)}" if backstop is not None else ""
+    if backstop is not None and backstop.runs_until is not None:
+        again += (
+            ", and acts then only if its figures still fail; else the window runs on until "
+            f"{at(backstop.runs_until)}, when the gate decides"
+        )
     return ConcurrentChange(
         f"Re-evaluate saved *{label}* ({plan_track.label}) evaluating, but other replicas saved "
         "the rollout before each try to save its verdict, so no verdict is saved yet. The gate "

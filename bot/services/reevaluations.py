@@ -7,6 +7,7 @@ written first (`bot.services.backstops`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 
@@ -125,11 +126,10 @@ class Reevaluations:
         )
         backstop = await write_backstop(effects, rollout, plan, track=track, stage=stage)
         readied = partial(self._take_readied, rollout, plan, ready, track=track, stage=stage)
-        try:
-            await readied(judged=judged, held=held, actor=actor)
-        except ConcurrentChange as lost:
-            unsaved = partial(verdict_unsaved, effects, plan, track=track, stage=stage.key)
-            raise unsaved(backstop=backstop, lost=lost) from lost
+        unsaved = partial(
+            verdict_unsaved, effects, plan, track=track, stage=stage.key, backstop=backstop
+        )
+        await readied(judged=judged, held=held, actor=actor, unsaved=unsaved)
         return await effects.get(rollout_id)
 
     async def take_failing(
@@ -173,10 +173,13 @@ class Reevaluations:
         judged: tuple[GateVerdict, Reading],
         held: Freeze | None,
         actor: str,
+        unsaved: Callable[..., ConcurrentChange] | None = None,
     ) -> None:
         """Save `stage` evaluating (`ready`, from `reevaluation`), then take the verdict on it
-        (`judged`), as Re-evaluate does; raises `ConcurrentChange` when other replicas' saves
-        won every try to save the verdict."""
+        (`judged`), as Re-evaluate does. Raises `ConcurrentChange` when another replica saved
+        the rollout first (then nothing was saved), or when other replicas' saves won every try
+        to save the verdict (then the stage was saved evaluating: raised as `unsaved` makes it,
+        if given)."""
         effects = self._effects
         evaluating = await effects.apply(rollout, ready, plan)
         put_back()  # readied for the verdict, not judged: the click's effect is not done yet
@@ -194,5 +197,10 @@ class Reevaluations:
                 return
             await decide(current, held=held, actor=actor, reading=reading)
 
-        await effects.serialised(rollout.id, judge)
+        try:
+            await effects.serialised(rollout.id, judge)
+        except ConcurrentChange as lost:
+            if unsaved is None:
+                raise
+            raise unsaved(lost=lost) from lost
         await self._follower.settle(rollout.id)

@@ -101,6 +101,10 @@ def stage_words(
     if state is StageState.EVALUATING:
         if isinstance(plan_track.metrics, ManualMetrics):
             return "window ended: waiting for the observed figures"
+        # Its window may run on: a Re-evaluate's failing verdict whose save was lost left it
+        # evaluating, and only its window's end (or a failing verdict) decides it.
+        if (ends := stage.window_ends_at) is not None:
+            return f"evaluating the gate (window until {slack_time(ends)})"
         return "window ended: evaluating the gate"
     return {
         StageState.APPROVING: "approving as soon as GitHub waits",
