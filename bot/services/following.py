@@ -69,7 +69,6 @@ class _Look:
     """The run as read without the rollout's lock, at the rollout's `version`: acted on under
     the lock only while the rollout is still at that version."""
 
-    rollout_id: str
     version: int
     started: int
     """When the read began, in `RunFollower._moments`."""
@@ -78,7 +77,7 @@ class _Look:
     """`reported` with what holds its waits (`EffectRunner.held`)."""
     ahead: ReviewAhead | None = None
     """What the reviews acting on it would read on GitHub before they post, read with it
-    when acting on it reviews an environment (`_ahead`)."""
+    when acting on it reviews an environment (`_read_ahead`)."""
 
 
 class RunFollower:
@@ -109,7 +108,7 @@ class RunFollower:
         effects = self._effects
         async with self._reading(rollout_id):
             for turn in range(OVERTAKEN_LOOKS, -1, -1):
-                look = await self._ahead(await self._read(await effects.get(rollout_id), None))
+                look = await self._read_ahead(rollout_id)
                 if isinstance(look, Reconciled):
                     return look
 
@@ -143,8 +142,7 @@ class RunFollower:
             burst = not reviews and self._reconciled.get(rollout_id, -1) > arrived
             noted = False
             for turn in range(OVERTAKEN_LOOKS, -1, -1):
-                unlocked = None if burst else await self._read(await effects.get(rollout_id), None)
-                look = None if unlocked is None else await self._ahead(unlocked)
+                look = None if burst else await self._read_ahead(rollout_id)
                 async with effects.lock(rollout_id):
                     # Read once, under the lock: the notes and the reconcile act on this state,
                     # and the save checks that it is still the stored one.
@@ -201,20 +199,20 @@ class RunFollower:
             )
         if isinstance(snapshot, Reconciled):
             return snapshot
-        return _Look(rollout.id, rollout.version, started, reported, snapshot)
+        return _Look(rollout.version, started, reported, snapshot)
 
-    async def _ahead(self, look: _Look | Reconciled) -> _Look | Reconciled:
-        """`look` (read without the rollout's lock) with what the reviews that acting on it
-        decides read on GitHub before they post (what waits, the review history; the run's
-        attempt is read just before the post): read here, without the lock too, so that a
-        person's Kill-switch or Roll back never waits for GitHub to answer them; under the
-        lock, once the rollout is found still as read, only the attempt and the post."""
-        if isinstance(look, Reconciled) or not look.snapshot.waiting:
-            return look  # only what waits is reviewed
+    async def _read_ahead(self, rollout_id: str) -> _Look | Reconciled:
+        """The rollout's run read without the rollout's lock (`_read`), with what the reviews
+        that acting on it decides read on GitHub before they post (what waits, the review
+        history; the run's attempt is read just before the post): read here, without the lock
+        too, so that a person's Kill-switch or Roll back never waits for GitHub to answer them;
+        under the lock, once the rollout is found still as read, only the attempt and the
+        post."""
         effects = self._effects
-        rollout, plan = await effects.with_plan(look.rollout_id)
-        if rollout.version != look.version or rollout.run_id is None:
-            return look  # overtaken already: read again under the lock, or by the next turn
+        rollout, plan = await effects.with_plan(rollout_id)
+        look = await self._read(rollout, None)
+        if isinstance(look, Reconciled) or not look.snapshot.waiting or rollout.run_id is None:
+            return look  # only what waits is reviewed
         decided = machine.reconcile(rollout, plan, look.snapshot, effects.clock())
         reviewed = [effect.environment for effect in decided.effects if isinstance(effect, Review)]
         if not reviewed:
