@@ -1,0 +1,80 @@
+"""A person re-runs the run on GitHub while the bot's rejection of a stage, decided on a
+stopped track (a kill-switch), is on its way: GitHub took the rejection, but its review names
+no attempt, and the re-run's job at that environment waits again, on an attempt the bot does
+not follow. The bot reads the run's attempt back after GitHub took the rejection, as after an
+approval: the track being stopped, it rejects the re-run's wait there too (read before it acts
+again), and the thread is told, once, that the re-run overtook the rejection and what the bot
+did. Through the whole bot and the GitHub simulator, in token mode (in App mode the re-run's
+wait is held by the App's rule, its request told on the run's card in the release channel)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_desktop_track import ga_held_by_github
+from test_github_faults import REVIEWS
+from test_rerun_while_approving import token_box
+
+from bot.domain.rollout import Phase
+from sandbox.harness import Sandbox
+
+pytestmark = pytest.mark.story
+
+GA = "desktop-cli-ring-ga"
+
+
+def rerun_once_rejected(box: Sandbox, run_id: int) -> Callable[..., Any]:
+    """The bot's reviews, a person cancelling the run and re-running its GA job (attempt 2,
+    waiting at the GA ring again) once GitHub took the bot's first rejection there, before the
+    bot reads the run's attempt back."""
+    effects = box.services.rollouts.effects
+    review = effects.github.review
+    done: list[bool] = []
+
+    async def reviewed(**kwargs: Any) -> bool:
+        sent = await review(**kwargs)
+        if sent and kwargs["state"] == "rejected" and not done:
+            done.append(True)
+            run = box.github.run(run_id)
+            box.github.engine.cancel(run_id)
+            box.github.engine.rerun_job(run_id, run.job(GA).id, by="octocat")
+            box.github.engine.process()
+            assert (run.attempt, run.job(GA).status) == (2, "waiting")
+        return sent
+
+    return reviewed
+
+
+async def test_a_kill_whose_rejection_a_re_run_overtook_rejects_the_re_runs_wait_too(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GitHub failed the bot's approval of the GA ring, which waits; a person trips the
+    kill-switch, and the bot rejects GA. GitHub takes the rejection on attempt 1, and a person
+    then cancels the run and re-runs GA (attempt 2, waiting at the GA ring again) before the bot
+    reads the attempt back. The kill must not leave GA to deploy: the bot rejects attempt 2's
+    GA too, and the thread says the re-run overtook its rejection and that it rejected it on
+    attempt 2 as well, once."""
+    async with token_box(tmp_path, database_url) as box:
+        await ga_held_by_github(box, REVIEWS)
+        run = box.github.run((await box.rollout()).run_id or 0)
+        effects = box.services.rollouts.effects
+        monkeypatch.setattr(effects.github, "review", rerun_once_rejected(box, run.id))
+
+        answer = await box.command("kill crash spike in beta")
+        assert "Kill-switch tripped" in answer, answer
+        box.github.clear_faults()
+        ended = await box.wait_until(lambda r: r.phase is Phase.ENDED)
+
+        assert ended.attempt == 2
+        told = await box.wait_for_thread("does not follow a re-run")
+        assert (run.job(GA).status, run.job(GA).conclusion) == ("completed", "failure")
+        assert "rejection of *GA ring*" in told, told
+        assert "rejected it on attempt 2 as well" in told, told
+        await box.pass_time(timedelta(minutes=2))  # later looks tell nothing more of it
+        thread = box.thread()
+        assert sum("does not follow a re-run" in line for line in thread) == 1, thread
+        assert not any("which does not come" in line for line in thread), thread
