@@ -70,11 +70,12 @@ async def test_a_kill_whose_rejection_a_re_run_overtook_rejects_the_re_runs_wait
         ended = await box.wait_until(lambda r: r.phase is Phase.ENDED)
 
         assert ended.attempt == 2
-        told = await box.wait_for_thread("does not follow a re-run")
+        told = await box.wait_for_thread("rejection of *GA ring*")
         assert (run.job(GA).status, run.job(GA).conclusion) == ("completed", "failure")
-        assert "rejection of *GA ring*" in told, told
         assert "rejected it on attempt 2 as well" in told, told
         await box.pass_time(timedelta(minutes=2))  # later looks tell nothing more of it
         thread = box.thread()
-        assert sum("does not follow a re-run" in line for line in thread) == 1, thread
-        assert not any("which does not come" in line for line in thread), thread
+        # A look that read attempt 2 first may have ended the rollout as a plain re-run (its
+        # line then says GA waits): the overtaken line follows it, once.
+        assert sum("rejection of *GA ring*" in line for line in thread) == 1, thread
+        assert sum("does not follow a re-run" in line for line in thread) <= 2, thread
