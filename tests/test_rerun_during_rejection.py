@@ -27,15 +27,19 @@ pytestmark = pytest.mark.story
 GA = "desktop-cli-ring-ga"
 
 
-def rerun_once_rejected(box: Sandbox, run_id: int) -> Callable[..., Any]:
+def rerun_once_rejected(
+    box: Sandbox, run_id: int, *, again: Callable[[], None] = lambda: None
+) -> Callable[..., Any]:
     """The bot's reviews, a person cancelling the run and re-running its GA job (attempt 2,
     waiting at the GA ring again) once GitHub took the bot's first rejection there, before the
-    bot reads the run's attempt back."""
+    bot reads the run's attempt back; `again` done just before the bot's review of attempt 2."""
     effects = box.services.rollouts.effects
     review = effects.github.review
     done: list[bool] = []
 
     async def reviewed(**kwargs: Any) -> bool:
+        if kwargs["attempt"] == 2:
+            again()
         sent = await review(**kwargs)
         if sent and kwargs["state"] == "rejected" and not done:
             done.append(True)
@@ -79,3 +83,62 @@ async def test_a_kill_whose_rejection_a_re_run_overtook_rejects_the_re_runs_wait
         # line then says GA waits): the overtaken line follows it, once.
         assert sum("rejection of *GA ring*" in line for line in thread) == 1, thread
         assert sum("does not follow a re-run" in line for line in thread) <= 2, thread
+
+
+async def test_a_re_runs_wait_a_person_approved_before_the_bots_rejection_is_not_rejected(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As above, but a person approves attempt 2's GA wait on GitHub just before the bot's
+    rejection of it goes: nothing of it waits any more, so the bot sends nothing (a person's
+    answer stands), and the thread does not say the bot rejected it. It says what is true
+    whichever way it went: the job may have gone past the stopped stage, and the run is to be
+    cancelled then."""
+    async with token_box(tmp_path, database_url) as box:
+        await ga_held_by_github(box, REVIEWS)
+        run = box.github.run((await box.rollout()).run_id or 0)
+        effects = box.services.rollouts.effects
+
+        def a_person_approves() -> None:
+            box.github.review(run.id, ["desktop-ga"], "approved", actor="octocat")
+            box.github.engine.process()
+
+        hooked = rerun_once_rejected(box, run.id, again=a_person_approves)
+        monkeypatch.setattr(effects.github, "review", hooked)
+
+        answer = await box.command("kill crash spike in beta")
+        assert "Kill-switch tripped" in answer, answer
+        box.github.clear_faults()
+        await box.wait_until(lambda r: r.phase is Phase.ENDED)
+
+        told = await box.wait_for_thread("rejection of *GA ring*")
+        assert run.attempt == 2 and run.job(GA).conclusion != "failure", run.job(GA)
+        assert "rejected it on attempt 2" not in told, told
+        assert "if it went past it, cancel the run" in told, told
+
+
+async def test_a_re_runs_wait_github_fails_to_reject_is_told_still_to_be_rejected(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As above, but GitHub fails the bot's rejection of attempt 2's GA wait (a 502, then a
+    422 while it waits): the job still waits there, and the thread says the bot's rejection
+    did not go through and that a person must reject it (or cancel the run)."""
+    async with token_box(tmp_path, database_url) as box:
+        await ga_held_by_github(box, REVIEWS)
+        run = box.github.run((await box.rollout()).run_id or 0)
+        effects = box.services.rollouts.effects
+
+        def github_fails() -> None:
+            box.github.fault_next("POST", REVIEWS, "server_error", times=10_000)
+
+        hooked = rerun_once_rejected(box, run.id, again=github_fails)
+        monkeypatch.setattr(effects.github, "review", hooked)
+
+        answer = await box.command("kill crash spike in beta")
+        assert "Kill-switch tripped" in answer, answer
+        box.github.clear_faults()
+        await box.wait_until(lambda r: r.phase is Phase.ENDED)
+
+        told = await box.wait_for_thread("rejection of *GA ring*")
+        assert (run.attempt, run.job(GA).status) == (2, "waiting")
+        assert "rejected it on attempt 2" not in told, told
+        assert "reject it if it still waits" in told, told

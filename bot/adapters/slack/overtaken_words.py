@@ -52,9 +52,13 @@ def rejection_overtaken_text(event: RejectionOvertaken) -> str:
             f"attempt {rerun.attempt} as well."
         )
     elif event.waits:
+        # Not sent (a person answered it first, or a later re-run), or GitHub failed it (one
+        # whose answer was lost and not read back may have been taken): the run's page shows.
         now = (
-            f"{job} waited there again, and GitHub did not take the bot's rejection of it on "
-            f"attempt {rerun.attempt}: if it still waits, reject it or cancel the run on GitHub."
+            f"{job} waited there again, and the bot could not confirm its rejection of it on "
+            f"attempt {rerun.attempt} (it no longer waited, or GitHub failed it): reject it if "
+            "it still waits; if it went past it, cancel the run on GitHub (it deploys what the "
+            "stop meant to stop)."
         )
     else:
         now = (
