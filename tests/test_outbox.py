@@ -1023,3 +1023,56 @@ async def test_a_channel_refusing_thread_replies_only_is_told_so_once(scene: Sce
     # Drawn when delivered: what rollout 1's thread was not told by then.
     assert "Not delivered there so far: `v1.1.0`: " in notice.text and "thread line" in notice.text
     assert "once the bot can reply in threads there" in notice.text
+
+
+class _SlowRead(RolloutStore):
+    """The rollout store of a replica whose read of the rollout, once it has claimed and is
+    sending a message, hangs until the test lets it through (a database blink on its
+    connections only: its lease's renewals are late or fail meanwhile)."""
+
+    def __init__(self, scene: Scene) -> None:
+        super().__init__(scene.sessions, clock=scene.clock)
+        self.reading = asyncio.Event()
+        self.let_through = asyncio.Event()
+
+    async def with_plan(self, rollout_id: str) -> tuple[Rollout, RolloutPlan] | None:
+        self.reading.set()
+        await self.let_through.wait()
+        return await super().with_plan(rollout_id)
+
+
+@pytest.mark.parametrize("taken", [True, False], ids=["taken over", "not taken over"])
+async def test_a_line_whose_lease_ran_out_before_its_post_is_left_to_the_replica_that_took_it(
+    scene: Scene, caplog: pytest.LogCaptureFixture, taken: bool
+) -> None:
+    """ "a" claims a thread line with its lease fresh, then stalls reading the rollout past its
+    lease; "b" takes the line over, looks in the thread (nothing there yet) and posts it. "a"
+    must look at its lease again before the post, not post the line a second time (it did:
+    "message N (thread) was taken over while sent"). Not taken over, "a" renews it and posts."""
+    rollout, _ = await scene.card_posted("promoted")
+    (line,) = await scene.store.pending(rollout.id)
+    store, rollouts = Renewals(scene, hold=False), _SlowRead(scene)
+    a = scene.replica("a", store=store, rollouts=rollouts)
+    caplog.set_level(logging.WARNING, logger="bot.services")
+    stalled = asyncio.create_task(a.flush(rollout.id))
+    await rollouts.reading.wait()
+    async with store.renewing:  # no renewal of "a"'s on its way while "b" takes the line over
+        scene.clock.advance(LEASE + timedelta(seconds=1))
+        if taken:
+            assert await scene.replica("b").deliver_due() == 1
+
+    rollouts.let_through.set()
+    await stalled
+
+    assert scene.thread() == ["promoted"]
+    assert len(posts_of(scene.slack, "promoted")) == 1
+    assert await scene.store.pending() == []
+    assert store.renewals[-1:] == [(2 if taken else 1, not taken)]  # looked at before the post
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    if taken:
+        assert warnings == [
+            f"message {line.id} (thread) lost its lease before it was sent; left to the "
+            "replica that took it over"
+        ]
+    else:
+        assert warnings == []
