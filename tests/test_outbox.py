@@ -1076,3 +1076,35 @@ async def test_a_line_whose_lease_ran_out_before_its_post_is_left_to_the_replica
         ]
     else:
         assert warnings == []
+
+
+class _DeliveredLost(OutboxStore):
+    """The store of a replica whose save of a message as delivered finds the database gone,
+    once: its post reached Slack, the outbox does not know it."""
+
+    lost = False
+
+    async def delivered(self, **kwargs: Any) -> bool:
+        if not self.lost:
+            self.lost = True
+            raise DBAPIError("UPDATE outbox", {}, OSError("server closed the connection"))
+        return await super().delivered(**kwargs)
+
+
+async def test_a_line_posted_whose_delivery_was_not_saved_is_found_by_the_replica_taking_it(
+    scene: Scene,
+) -> None:
+    """The database went away between "a"'s post and its save of the line as delivered: the
+    line stays "a"'s until its lease runs out; "b" takes it over (an attempt counted), looks
+    in the thread first and finds it: recorded as delivered, not posted again."""
+    rollout, _ = await scene.card_posted("promoted")
+    a = scene.replica("a", store=_DeliveredLost(scene.sessions))
+    await a.flush(rollout.id)  # posted; the save failed, left to the loop
+    assert len(posts_of(scene.slack, "promoted")) == 1
+
+    scene.clock.advance(LEASE + timedelta(seconds=1))
+    assert await scene.replica("b").deliver_due() == 1
+
+    assert scene.thread() == ["promoted"]
+    assert len(posts_of(scene.slack, "promoted")) == 1
+    assert await scene.store.pending() == []
