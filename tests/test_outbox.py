@@ -29,6 +29,7 @@ from bot.domain.rollout import (
 from bot.plan_file import load_plan
 from bot.services.outbox import Outbox
 from bot.services.outbox_messages import card, figures_request, told
+from bot.services.ports import BeforePost
 from bot.services.records import NewMessage, OutboxMessage
 from bot.services.telemetry import UNTRACKED, Telemetry
 from bot.version import build
@@ -76,6 +77,7 @@ class Scene:
         request_timeout: timedelta | None = None,
         rollouts: RolloutStore | None = None,
         telemetry: Telemetry = UNTRACKED,
+        audit: AuditLog | None = None,
     ) -> Outbox:
         # No retry handler on the client: the outbox alone answers Slack's faults here.
         client = AsyncWebClient(
@@ -84,7 +86,7 @@ class Scene:
         return Outbox(
             store=store or self.store,
             rollouts=rollouts or RolloutStore(self.sessions, clock=self.clock),
-            audit=AuditLog(self.sessions),
+            audit=audit or AuditLog(self.sessions),
             notifier=notifier(client, approvers={}, charts=CHARTS),
             clock=self.clock,
             owner=owner,
@@ -312,15 +314,19 @@ async def test_a_refusal_notice_an_old_replica_gave_up_is_told_at_the_next_refus
 
 
 class SlowCard(SlackNotifier):
-    """Slack's notifier whose card posts wait until the test lets them through."""
+    """Slack's notifier whose card posts wait until the test lets them through (after the
+    look at their lease: Slack slow to take them)."""
 
     posting = asyncio.Event()
     let_through = asyncio.Event()
 
-    async def publish(self, rollout: Rollout, plan: RolloutPlan) -> str:
-        SlowCard.posting.set()
-        await SlowCard.let_through.wait()
-        return await super().publish(rollout, plan)
+    async def publish(self, rollout: Rollout, plan: RolloutPlan, before_post: BeforePost) -> str:
+        async def slow() -> None:
+            await before_post()
+            SlowCard.posting.set()
+            await SlowCard.let_through.wait()
+
+        return await super().publish(rollout, plan, slow)
 
 
 class Watched(OutboxStore):
@@ -932,7 +938,8 @@ async def test_a_deleted_card_posted_again_already_is_found_not_posted_once_more
         approvers={},
         charts=CHARTS,
     )
-    again = await notifier.publish(replace(drawn, message_ts=None), PLAN)  # posted, not recorded
+    # Posted by a notifier outside the outbox (no lease to look at), not recorded.
+    again = await notifier.publish(replace(drawn, message_ts=None), PLAN, lambda: asyncio.sleep(0))
     if stale:  # another replica recorded it; this one still holds the deleted card's ts
         store = RolloutStore(scene.sessions, clock=scene.clock)
         await store.set_message_ts(rollout.id, again, replacing=drawn.message_ts)

@@ -212,8 +212,8 @@ class Outbox:
             try:
                 with rollout_context(message.rollout_id or "-"):
                     async with self._leases.holding(message, sending):
-                        posting = partial(self._leases.before_post, message, sending)
-                        await self._sender.send(message, drawn, posting)
+                        before_post = partial(self._leases.before_post, message, sending)
+                        await self._sender.send(message, drawn, before_post)
             except LeaseLost:  # logged: the replica that took the message over posts it
                 return False
             except DeliveryFailed as failure:

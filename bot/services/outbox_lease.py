@@ -30,9 +30,11 @@ class LeaseLost(Exception):
 @dataclass
 class Sending:
     """A message being sent under its lease: until when it is held as last known here (its
-    claim's end, then its latest renewal's), and `lost` once the lease was found lost."""
+    claim's end, then its latest renewal's), `posting` once a post of its send began, and
+    `lost` once the lease was found lost."""
 
     until: datetime | None
+    posting: bool = False
     lost: bool = False
 
 
@@ -73,6 +75,7 @@ class MessageLeases:
         have outlasted it, and the replica that took the message over posts it."""
         if not await self._enough(message, sending):
             raise LeaseLost(f"message {message.id} lost its lease")
+        sending.posting = True
 
     async def _enough(self, message: OutboxMessage, sending: Sending) -> bool:
         if sending.lost:
@@ -82,31 +85,18 @@ class MessageLeases:
             return True
         if await self._renew(message, sending):
             return True
-        sending.lost = True
-        log.warning(
-            "message %s (%s) lost its lease before it was sent; left to the replica that took "
-            "it over",
-            message.id,
-            message.kind,
-        )
+        _lost(message, sending)
         return False
 
     @asynccontextmanager
     async def holding(self, message: OutboxMessage, sending: Sending) -> AsyncIterator[None]:
         """Renew the message's lease every third of it while it is sent. A lease found lost
         is logged at once: what was sent cannot be unsent, and the replica that took the
-        message over may post it again."""
+        message over may post it again (nothing more is posted here: `before_post`)."""
 
         def lost() -> None:
-            if sending.lost:
-                return  # found lost before a post, and logged
-            sending.lost = True
-            log.warning(
-                "message %s (%s) lost its lease while sent: the replica that took it over may "
-                "post it again",
-                message.id,
-                message.kind,
-            )
+            if not sending.lost:  # else found lost before a post, and logged
+                _lost(message, sending)
 
         async with holding(
             lambda: self._renew(message, sending),
@@ -127,3 +117,23 @@ class MessageLeases:
             return False
         sending.until = now + self._lease
         return True
+
+
+def _lost(message: OutboxMessage, sending: Sending) -> None:
+    """Mark the lease lost, and say what it means: before any post of the send, the replica
+    that took the message over posts it; after one began, that post may show twice."""
+    sending.lost = True
+    if sending.posting:
+        log.warning(
+            "message %s (%s) lost its lease while sent: the replica that took it over may post "
+            "it again",
+            message.id,
+            message.kind,
+        )
+    else:
+        log.warning(
+            "message %s (%s) lost its lease before it was sent; left to the replica that took "
+            "it over",
+            message.id,
+            message.kind,
+        )
