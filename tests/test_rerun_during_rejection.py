@@ -19,7 +19,7 @@ from test_desktop_track import ga_held_by_github
 from test_github_faults import REVIEWS
 from test_rerun_while_approving import token_box
 
-from bot.domain.rollout import Phase
+from bot.domain.rollout import Phase, Rollout
 from sandbox.harness import Sandbox
 
 pytestmark = pytest.mark.story
@@ -28,18 +28,19 @@ GA = "desktop-cli-ring-ga"
 
 
 def rerun_once_rejected(
-    box: Sandbox, run_id: int, *, again: Callable[[], None] = lambda: None
+    box: Sandbox, run_id: int, *, again: Callable[[int], object]
 ) -> Callable[..., Any]:
     """The bot's reviews, a person cancelling the run and re-running its GA job (attempt 2,
     waiting at the GA ring again) once GitHub took the bot's first rejection there, before the
-    bot reads the run's attempt back; `again` done just before the bot's review of attempt 2."""
+    bot reads the run's attempt back; `again` (of the run's id) done just before the bot's
+    review of attempt 2."""
     effects = box.services.rollouts.effects
     review = effects.github.review
     done: list[bool] = []
 
     async def reviewed(**kwargs: Any) -> bool:
         if kwargs["attempt"] == 2:
-            again()
+            again(run_id)
         sent = await review(**kwargs)
         if sent and kwargs["state"] == "rejected" and not done:
             done.append(True)
@@ -53,6 +54,26 @@ def rerun_once_rejected(
     return reviewed
 
 
+async def killed_as_re_run(
+    box: Sandbox,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    again: Callable[[int], object] = lambda _: None,
+) -> Rollout:
+    """GitHub failing the bot's approval of the GA ring, which waits, a person trips the
+    kill-switch; the bot rejects GA, and GitHub takes it on attempt 1 just before a person
+    re-runs GA (`rerun_once_rejected`, `again` before the bot's review of attempt 2). The
+    rollout once it ended."""
+    await ga_held_by_github(box, REVIEWS)
+    run_id = (await box.rollout()).run_id or 0
+    effects = box.services.rollouts.effects
+    monkeypatch.setattr(effects.github, "review", rerun_once_rejected(box, run_id, again=again))
+    answer = await box.command("kill crash spike in beta")
+    assert "Kill-switch tripped" in answer, answer
+    box.github.clear_faults()
+    return await box.wait_until(lambda r: r.phase is Phase.ENDED)
+
+
 async def test_a_kill_whose_rejection_a_re_run_overtook_rejects_the_re_runs_wait_too(
     tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -63,15 +84,8 @@ async def test_a_kill_whose_rejection_a_re_run_overtook_rejects_the_re_runs_wait
     GA too, and the thread says the re-run overtook its rejection and that it rejected it on
     attempt 2 as well, once."""
     async with token_box(tmp_path, database_url) as box:
-        await ga_held_by_github(box, REVIEWS)
-        run = box.github.run((await box.rollout()).run_id or 0)
-        effects = box.services.rollouts.effects
-        monkeypatch.setattr(effects.github, "review", rerun_once_rejected(box, run.id))
-
-        answer = await box.command("kill crash spike in beta")
-        assert "Kill-switch tripped" in answer, answer
-        box.github.clear_faults()
-        ended = await box.wait_until(lambda r: r.phase is Phase.ENDED)
+        ended = await killed_as_re_run(box, monkeypatch)
+        run = box.github.run(ended.run_id or 0)
 
         assert ended.attempt == 2
         told = await box.wait_for_thread("rejection of *GA ring*")
@@ -94,22 +108,13 @@ async def test_a_re_runs_wait_a_person_approved_before_the_bots_rejection_is_not
     whichever way it went: the job may have gone past the stopped stage, and the run is to be
     cancelled then."""
     async with token_box(tmp_path, database_url) as box:
-        await ga_held_by_github(box, REVIEWS)
-        run = box.github.run((await box.rollout()).run_id or 0)
-        effects = box.services.rollouts.effects
 
-        def a_person_approves() -> None:
-            box.github.review(run.id, ["desktop-ga"], "approved", actor="octocat")
+        def a_person_approves(run_id: int) -> None:
+            box.github.review(run_id, ["desktop-ga"], "approved", actor="octocat")
             box.github.engine.process()
 
-        hooked = rerun_once_rejected(box, run.id, again=a_person_approves)
-        monkeypatch.setattr(effects.github, "review", hooked)
-
-        answer = await box.command("kill crash spike in beta")
-        assert "Kill-switch tripped" in answer, answer
-        box.github.clear_faults()
-        await box.wait_until(lambda r: r.phase is Phase.ENDED)
-
+        ended = await killed_as_re_run(box, monkeypatch, again=a_person_approves)
+        run = box.github.run(ended.run_id or 0)
         told = await box.wait_for_thread("rejection of *GA ring*")
         assert run.attempt == 2 and run.job(GA).conclusion != "failure", run.job(GA)
         assert "rejected it on attempt 2" not in told, told
@@ -123,21 +128,12 @@ async def test_a_re_runs_wait_github_fails_to_reject_is_told_still_to_be_rejecte
     422 while it waits): the job still waits there, and the thread says the bot's rejection
     did not go through and that a person must reject it (or cancel the run)."""
     async with token_box(tmp_path, database_url) as box:
-        await ga_held_by_github(box, REVIEWS)
-        run = box.github.run((await box.rollout()).run_id or 0)
-        effects = box.services.rollouts.effects
 
-        def github_fails() -> None:
+        def github_fails(_: int) -> None:
             box.github.fault_next("POST", REVIEWS, "server_error", times=10_000)
 
-        hooked = rerun_once_rejected(box, run.id, again=github_fails)
-        monkeypatch.setattr(effects.github, "review", hooked)
-
-        answer = await box.command("kill crash spike in beta")
-        assert "Kill-switch tripped" in answer, answer
-        box.github.clear_faults()
-        await box.wait_until(lambda r: r.phase is Phase.ENDED)
-
+        ended = await killed_as_re_run(box, monkeypatch, again=github_fails)
+        run = box.github.run(ended.run_id or 0)
         told = await box.wait_for_thread("rejection of *GA ring*")
         assert (run.attempt, run.job(GA).status) == (2, "waiting")
         assert "rejected it on attempt 2" not in told, told
