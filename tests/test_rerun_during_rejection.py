@@ -91,6 +91,13 @@ async def test_a_kill_whose_rejection_a_re_run_overtook_rejects_the_re_runs_wait
         told = await box.wait_for_thread("rejection of *GA ring*")
         assert (run.job(GA).status, run.job(GA).conclusion) == ("completed", "failure")
         assert "rejected it on attempt 2 as well" in told, told
+        # The re-run's kill-switch job waits too, nobody to answer it: the stop's own job did
+        # not run on attempt 1 (cancelled), which the line must not leave people to assume.
+        assert run.job("desktop-cli-kill-switch").status == "waiting", run.job(
+            "desktop-cli-kill-switch"
+        )
+        assert "waits at `desktop-kill-switch` too" in told, told
+        assert "Where each track ended in attempt 1" in told, told
         await box.pass_time(timedelta(minutes=2))  # later looks tell nothing more of it
         thread = box.thread()
         # A look that read attempt 2 first may have ended the rollout as a plain re-run (its
@@ -104,9 +111,8 @@ async def test_a_re_runs_wait_a_person_approved_before_the_bots_rejection_is_not
 ) -> None:
     """As above, but a person approves attempt 2's GA wait on GitHub just before the bot's
     rejection of it goes: nothing of it waits any more, so the bot sends nothing (a person's
-    answer stands), and the thread does not say the bot rejected it. It says what is true
-    whichever way it went: the job may have gone past the stopped stage, and the run is to be
-    cancelled then."""
+    answer stands), and the thread does not say the bot rejected it: the run read again, it
+    says the job went past the stopped stage, and that the run is to be cancelled."""
     async with token_box(tmp_path, database_url) as box:
 
         def a_person_approves(run_id: int) -> None:
@@ -118,7 +124,7 @@ async def test_a_re_runs_wait_a_person_approved_before_the_bots_rejection_is_not
         told = await box.wait_for_thread("rejection of *GA ring*")
         assert run.attempt == 2 and run.job(GA).conclusion != "failure", run.job(GA)
         assert "rejected it on attempt 2" not in told, told
-        assert "if it went past it, cancel the run" in told, told
+        assert "went past it: it deploys" in told, told
 
 
 async def test_a_re_runs_wait_github_fails_to_reject_is_told_still_to_be_rejected(

@@ -165,6 +165,7 @@ async def tell_overtaken(
     rejected = False
     if not review.approve and waits:  # a stopped track's: the stop stands on the re-run too
         rejected = await reject_again(effects, rollout, snapshot, review)
+        snapshot = await read_again(effects, snapshot)
 
     def overtaken_on(before: Rollout) -> machine.Decision:
         return machine.review_overtaken(
@@ -221,6 +222,18 @@ async def reject_again(
         return await send_review(effects, again, review, strict=True)
     except GitHubError:
         return False  # recorded; the thread says it still waits there
+
+
+async def read_again(effects: EffectRunner, snapshot: RunSnapshot) -> RunSnapshot:
+    """The run of `snapshot` read again after the bot's review of its attempt: what it did
+    (the job it rejected failed, and the rollback or kill-switch job that follows waits; one a
+    person approved first went on). `snapshot` when unread, or when re-run again."""
+    try:
+        again = await effects.read_run(snapshot.run_id)
+    except GitHubError as error:
+        log.warning("run %s not read again after a review: %s", snapshot.run_id, error.message)
+        return snapshot
+    return again if again.attempt == snapshot.attempt else snapshot
 
 
 async def tell_refused(

@@ -41,7 +41,8 @@ def approval_overtaken_text(event: ApprovalOvertaken) -> str:
 def rejection_overtaken_text(event: RejectionOvertaken) -> str:
     """The run was re-run while the bot's rejection of a stopped track's stage was on its way,
     and GitHub took it on the attempt the rollout followed: the new attempt's job there waited
-    again (rejected by the bot too, or not) or went past it; the rollout ends, and what to do."""
+    again (rejected by the bot too, or not) or went past it, and what else of it waits for the
+    bot; the rollout ends, and what to do."""
     rerun = event.rerun
     before, run, tracks = rerun_ended(rerun)
     where = f"`{escape(event.environment)}`"
@@ -65,11 +66,21 @@ def rejection_overtaken_text(event: RejectionOvertaken) -> str:
             f"{job} went past it: it deploys (or deployed) what the stop meant to stop. "
             "Cancel the run on GitHub, and see the run's page for where the release is."
         )
+    # What else of the new attempt waits (a stopped track's rollback or kill-switch job, its
+    # run on the old attempt cancelled by the re-run), which nothing of the bot's answers.
+    others = [name for name in rerun.waiting if name.casefold() != event.environment.casefold()]
+    if others:
+        waits = ", ".join(f"`{escape(name)}`" for name in others)
+        now += (
+            f" Attempt {rerun.attempt} waits at {waits} too, for the bot's answer, which does "
+            "not come: answer it or cancel the run on GitHub."
+        )
     return (
         f":warning: {run} was re-run on GitHub (attempt {rerun.attempt}) while the bot's "
         f"rejection of *{escape(event.what)}* ({escape(event.track)}, stopped), decided on "
         f"attempt {before}, was on its way: GitHub took it, and its review names no attempt. "
         f"{now} The bot does not follow a re-run, so this rollout ends here"
-        f"{': ' + tracks if tracks else ''}. Start a new rollout with "
+        f"{': ' + tracks if tracks else ''}. Where each track ended in attempt {before} (its "
+        "rollback, its kill-switch) is on the run's page. Start a new rollout with "
         f"`/rollout start {rerun.tag}` if the release should go on."
     )

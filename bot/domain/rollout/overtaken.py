@@ -36,14 +36,15 @@ def review_overtaken(
     environment on the new attempt waits for the answer the bot gives (so the review did not
     reach it). An approval that may have reached the new attempt (its job there went past it,
     or waits still for another of its rules) is told so; a rejection whose environment the new
-    attempt's job waits at or went past is told so, `rejected`: the bot rejected that wait too.
+    attempt's job waits at or went past is told so, `rejected`: the bot rejected that wait too
+    (`snapshot`, read after it, no longer shows it).
     Otherwise the ending is told as any re-run not followed. Nothing changes when the snapshot
     shows no re-run (the rollout's next look at the run decides), or once the rollout ended."""
     if rollout.phase is Phase.ENDED or not rerun_since(rollout, snapshot):
         return Decision(rollout)
     ended = rerun_unseen(rollout, plan, snapshot, now)
     track, what = about(plan, review)
-    waits = snapshot.is_waiting(review.environment)
+    waits = rejected or snapshot.is_waiting(review.environment)
     past = _past(plan, snapshot, review.environment)
     if review.approve and (untaken or not (waits or past)):
         # Nothing of the new attempt waited there to take it (GitHub takes a review only of
