@@ -225,9 +225,9 @@ class EffectRunner:
         ]
         messages.extend(also)
         changed = rollout != before
-        # The timer of a window it starts or moves is written with its save: a fault between
-        # the two left a window with no end, and its stage evaluating for good once a Re-evaluate
-        # saved it so (`docs/reliability.md`). A look writes a running window's again, unsaved.
+        # The timer of a window it starts or moves is written with its save: one lost after it
+        # left the window with no timer to end it, and its stage evaluating for good once a
+        # Re-evaluate saved it so (`docs/reliability.md`). A look writes it again, unsaved.
         windows = [e for e in decision.effects if changed and isinstance(e, ScheduleWindow)]
         # An approval goes to GitHub only once the rollout is checked still as read (a stop
         # saved since must fail it). One asked again (GitHub failed it) changes nothing: checked,
