@@ -57,9 +57,9 @@ async def canary_observing(
     tmp_path: Path, database_url: str
 ) -> AsyncIterator[tuple[Sandbox, str, datetime]]:
     """Two approvers, the relay canary observing its hour: the box, its Extend button's value
-    and the window's end. The desktop's internal ring observing too, its window's timer
-    written: the next look at the run (after a click) then carries out no effect of its own,
-    which a fault meant for the click's would meet instead."""
+    and the window's end. The desktop's internal ring observing too: the next look at the run
+    (after a click) then moves no window of its own, nor cancels a window's timer, which a fault
+    meant for the click's would meet instead."""
     async with two_approvers(tmp_path, database_url, window="1h", extension="15m") as box:
         every_gate_passes(box)
         await observing(box)

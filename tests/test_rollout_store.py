@@ -374,6 +374,28 @@ async def test_the_timers_a_save_needs_are_written_with_it_and_never_without_it(
     assert await timers.get(key=stale.key) is None
 
 
+async def test_a_save_writes_each_timer_it_needs_once_per_key(
+    store: RolloutStore, session_factory: async_sessionmaker[AsyncSession]
+) -> None:
+    """A save that starts two tracks' windows at once writes both timers; one whose key is
+    stored already (a look wrote it, a replica claims it) stays as it is: its due time, its
+    claim, its attempts."""
+    timers = TimerStore(session_factory)
+    created = await store.create(rollout=_rollout(), plan=PLAN)
+    canary = NewTimer("window:canary", "window", SAVED_AT, {"track": "relay", "stage": "canary"})
+    ring = NewTimer("window:internal", "window", SAVED_AT, {"track": "desktop", "stage": "ring"})
+    await timers.schedule(key=canary.key, kind="window", due_at=NOW, now=NOW, rollout_id=created.id)
+    (claimed,) = await timers.claim_due(now=NOW, owner="replica-b", lease=timedelta(minutes=1))
+
+    await store.save(confirm_flags(created, actor="U0MANAGER"), timers=[canary, ring])
+
+    kept = await timers.get(key=canary.key)
+    assert kept is not None and (kept.id, kept.due_at, kept.attempts) == (claimed.id, NOW, 1)
+    assert kept.claimed_by == "replica-b", kept
+    written = await timers.get(key=ring.key)
+    assert written is not None and written.is_pending and written.due_at == SAVED_AT, written
+
+
 async def test_an_ended_rollout_frees_its_tracks(store: RolloutStore) -> None:
     created = await store.create(rollout=_rollout(), plan=PLAN)
     ended_at = NOW + timedelta(minutes=5)
