@@ -246,7 +246,7 @@ def wire_service(shared: Shared, service: Service) -> Wired:
             gone_after=timedelta(seconds=settings.github_unreadable_seconds),
         ),
     )
-    # A `/rollout freeze --all` tells the threads its freeze will hold by a timer per service.
+    # A `/rollout freeze` (one service's or `--all`) tells the threads it will hold by a timer.
     told = FreezeAllTold(lane=controls.lane, outboxes=OutboxStore(sessions))
     rollouts.fires_timers_with(FREEZE_ALL_TOLD_TIMER, told)
     webhooks = GitHubWebhooks(

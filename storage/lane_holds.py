@@ -46,14 +46,27 @@ class LaneHoldStore(ServiceStore):
             )
             return [from_row(LaneHold, row) for row in rows]
 
-    async def take(self, hold: LaneHold, *, replace: bool = False, later: bool = False) -> LaneHold:
+    async def take(
+        self,
+        hold: LaneHold,
+        *,
+        replace: bool = False,
+        later: bool = False,
+        timer: NewTimer | None = None,
+    ) -> LaneHold:
         """Write `hold` unless its kind is held (then, with `replace`, overwrite it; with
         `later`, overwrite it only when it ends before `hold`): the hold stored afterwards,
-        which is someone else's when they came first."""
+        which is someone else's when they came first. `timer`: written in the same
+        transaction when `hold` is the one stored (all or none)."""
         if self._service is not None:
             hold = replaced(hold, service=self._service)
         async with self._sessions.begin() as session:
-            return await _take(session, hold, replace=replace, later=later)
+            stored = await _take(session, hold, replace=replace, later=later)
+            if timer is not None and stored == hold:
+                await session.execute(
+                    new_timer_insert(session, timer, service=hold.service, now=hold.since)
+                )
+            return stored
 
     async def take_all(
         self,

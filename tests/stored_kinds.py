@@ -63,7 +63,7 @@ from bot.domain.unfollowed_runs import RunFate, UnfollowedRun, timer_key, timer_
 from bot.services import outbox_messages as messages
 from bot.services.channel_refusals import notice_of, refusal_notice
 from bot.services.effects import WINDOW_TIMER, dispatch_timer
-from bot.services.freeze_all_told import tell_scheduled_later
+from bot.services.lane_controls import tell_scheduled_later
 from bot.services.npm_release import CLAIM_ACTION, MessageRef, ReleaseLook, release_claim_key
 from bot.services.records import NewMessage, NewTimer, Timer
 from bot.services.reviews import OVERTAKEN, overtaken_key

@@ -40,8 +40,9 @@ class LanesUnfrozen:
 LanesTold = LanesFrozen | LanesUnfrozen
 
 FREEZE_ALL_TOLD_TIMER = "freeze_all_told"
-"""The durable timer, written with the holds of a `/rollout freeze --all`, that tells the threads
-of a service's scheduled dispatches its freeze will hold (`bot.services.freeze_all_told`)."""
+"""The durable timer, written with the hold of a `/rollout freeze` (one service's, or each of a
+`--all`), that tells the threads of a service's scheduled dispatches its freeze will hold
+(`bot.services.freeze_all_told`). Its name is kept from `--all`, which wrote it first."""
 
 
 def told_timer(hold: LaneHold) -> tuple[str, dict[str, str]]:

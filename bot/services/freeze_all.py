@@ -29,8 +29,7 @@ from bot.domain.controls import Control
 from bot.domain.errors import InvalidCommand, NotAuthorized
 from bot.domain.freeze import LANE_FREEZE, Freeze, LaneHold
 from bot.domain.freeze_all import LanesTold, elsewhere, frozen_elsewhere, unfrozen_elsewhere
-from bot.services.freeze_all_told import tell_scheduled_later
-from bot.services.lane_controls import Froze, LaneControls, freeze_in_force
+from bot.services.lane_controls import Froze, LaneControls, freeze_in_force, tell_scheduled_later
 from bot.services.outbox_messages import lanes_notice
 from bot.services.records import NewAuditEvent, NewMessage, NewTimer, Told
 from bot.services.requests import Entry, Origin, current_entry

@@ -37,6 +37,7 @@ from bot.domain.plan import RolloutPlan, TwoPersonAction
 from bot.domain.rollout import Phase, Rollout, TrackState
 from bot.domain.service import DEFAULT_SERVICE
 from bot.services.ports import Clock
+from bot.services.records import NewTimer
 from bot.services.requests import current_entry
 
 
@@ -45,7 +46,12 @@ class LaneHolds(Protocol):
 
     async def current(self) -> list[LaneHold]: ...
     async def take(
-        self, hold: LaneHold, *, replace: bool = False, later: bool = False
+        self,
+        hold: LaneHold,
+        *,
+        replace: bool = False,
+        later: bool = False,
+        timer: NewTimer | None = None,
     ) -> LaneHold: ...
     async def release(self, kind: str, *, actor: str | None = None) -> LaneHold | None: ...
     async def forget_ended(self) -> int: ...

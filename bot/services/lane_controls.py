@@ -24,6 +24,7 @@ from bot.domain.freeze import (
     Locked,
     lock_of,
 )
+from bot.domain.freeze_all import FREEZE_ALL_TOLD_TIMER, told_timer
 from bot.domain.freeze_until import freeze_end
 from bot.domain.rollout import (
     Event,
@@ -41,6 +42,7 @@ from bot.services.exactly_once import ExactlyOnce
 from bot.services.freeze_ends import FreezeEnds, dispatch_frozen, rewatch
 from bot.services.lane import LaneClosed, ReleaseLane
 from bot.services.ports import Clock
+from bot.services.records import NewTimer
 from bot.services.requests import Origin, current_entry, fill
 from bot.services.rollouts import RolloutService
 
@@ -192,8 +194,14 @@ class LaneControls:
             end, zone = await self.freeze_end_of(origin.actor, until, now)
             asked = LaneHold(LANE_FREEZE, origin.actor, reason, now, end, service=self.lane.service)
             assert asked.until is not None
-            in_force = await self.lane.holds.take(asked, later=True)
+            # The threads its freeze will hold are told by a timer written with it, as
+            # `--all`'s are (`bot.services.freeze_all_told`): a fault once it is saved delays
+            # their telling, never repeats it, and never answers the person with an error.
+            told = tell_scheduled_later(asked)
+            in_force = await self.lane.holds.take(asked, later=True, timer=told)
             assert in_force.until is not None
+            if in_force == asked:
+                self.rollouts.effects.timers_changed()
             current = current_entry.get()
             if current is not None:
                 current.detail.update(reason=reason, until=asked.until.isoformat())
@@ -205,8 +213,6 @@ class LaneControls:
                         kept_by=in_force.actor,
                         kept_until=in_force.until.isoformat(),
                     )
-            if in_force == asked:
-                await self.tell_scheduled(asked)
             return Froze(asked, in_force, (await self.lane.state()).freeze, zone)
 
     async def freeze_end_of(
@@ -222,13 +228,6 @@ class LaneControls:
                 raise InvalidCommand(NO_FREEZE_ZONE.format(until=shown(until))) from None
             zone = zone_named(name, example=f"{shown(until).replace(' ', 'T')}+01:00")
             return freeze_end(until, now, zone), name
-
-    async def tell_scheduled(self, freeze: LaneHold) -> None:
-        """Tell the thread of each scheduled dispatch that `freeze`, just declared, will hold
-        at its time (`/rollout status` says it too)."""
-        assert freeze.until is not None
-        for rollout, held in await self.scheduled_held_by(freeze.actor, freeze.until):
-            await self.rollouts.effects.tell(rollout, ScheduleFrozen(held))
 
     async def scheduled_held_by(self, actor: str, until: datetime) -> list[tuple[Rollout, Frozen]]:
         """The scheduled dispatches the freeze by `actor` until `until` will hold at their
@@ -370,6 +369,13 @@ class LaneControls:
     async def _admitted(self, origin: Origin, control: Control) -> None:
         await self.access.admit(origin, control)
         await self.once.delivery(origin, control)
+
+
+def tell_scheduled_later(hold: LaneHold) -> NewTimer:
+    """The timer, due at once, that tells the threads of the scheduled dispatches `hold` (a
+    freeze just stored) will hold at their time (`bot.services.freeze_all_told`)."""
+    key, payload = told_timer(hold)
+    return NewTimer(key=key, kind=FREEZE_ALL_TOLD_TIMER, due_at=hold.since, payload=payload)
 
 
 def freeze_in_force(holds: list[LaneHold], now: datetime) -> bool:
