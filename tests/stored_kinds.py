@@ -27,6 +27,7 @@ from bot.domain.freeze import (
     LaneHold,
     freeze_end_timer_key,
     freeze_end_timer_payload,
+    freeze_key,
     hold_told_key,
     hold_watch_timer,
     override_kind,
@@ -289,7 +290,7 @@ TIMERS = Family(
             ALL_FROZEN,
             lambda hold: _new_timer(tell_scheduled_later(hold)),
             lambda data: told_freeze(data["payload"]),
-            decoded=("U2", DUE),
+            decoded=(freeze_key("U2", AT), DUE),
         ),
     ],
 )

@@ -1,7 +1,8 @@
-"""One service's `/rollout freeze` and `/rollout unfreeze` tell the threads of the rollouts the
-freeze holds (docs/freezes.md) as `--all` does: by a timer written with the change, so a fault
-after the change is saved delays the telling (retried, on any replica) and never turns the
-person's answer into an error. Three services in two channels (`test_services`)."""
+"""One service's `/rollout freeze` tells the threads of the scheduled dispatches it will hold
+(docs/scheduled-starts.md) as `--all` does: by a timer written with the freeze, so a fault
+after the freeze is saved delays the telling (retried, on any replica) and never turns the
+person's answer into an error; the timer tells of its own freeze only. Three services in two
+channels (`test_services`)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from test_freeze_all import box, frozen_services, holds, thread_replies  # noqa:
 from bot.domain.freeze import Frozen
 from bot.domain.freeze_all import FREEZE_ALL_TOLD_TIMER
 from bot.domain.rollout import Rollout
+from bot.services.records import Timer
 from handlers.app_keys import SERVICES
 from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER
 from sandbox.harness import Sandbox
@@ -100,3 +102,74 @@ async def test_two_replicas_firing_the_freezes_timer_at_once_tell_its_thread_onc
         await sandbox.pass_time(timedelta(minutes=5))
         said_held = thread_replies(sandbox, RELEASE_CHANNEL, "will be held then")
         assert len(said_held) == 1, said_held
+
+
+async def test_each_freeze_stored_is_told_once_and_one_kept_is_not(box: Sandbox) -> None:  # noqa: F811
+    """A freeze that extends the one in force, and one declared again after an unfreeze, are
+    each told (their timers' keys are their own); one kept out by a freeze ending later writes
+    no timer, and says nothing."""
+    await scheduled_relay(box)
+    timers = TimerStore(box.services.database.sessions)
+
+    async def told_after(command: str, replies: int, written: int) -> None:
+        await box.command(command)
+        await box.slack.wait_for(
+            lambda: len(thread_replies(box, RELEASE_CHANNEL, "will be held then")) >= replies
+        )
+        since = box.clock() - timedelta(days=1)
+        assert len(await timers.of_kind(kind=FREEZE_ALL_TOLD_TIMER, due_since=since)) == written
+
+    await told_after("freeze relay 48h INC-9 outage", replies=1, written=1)
+    await told_after("freeze relay 24h INC-9 shorter", replies=1, written=1)  # kept
+    await told_after("freeze relay 72h INC-9 longer", replies=2, written=2)
+    assert "lifted the freeze" in await box.command("unfreeze relay")
+    await told_after("freeze relay 48h INC-9 again", replies=3, written=3)
+    await box.pass_time(timedelta(minutes=5))
+    said = thread_replies(box, RELEASE_CHANNEL, "will be held then")
+    assert len(said) == 3, said
+    assert "INC-9 longer" in said[1] and "INC-9 again" in said[2]
+
+
+async def test_a_freezes_timer_retried_after_it_was_lifted_does_not_tell_the_next_one_again(
+    box: Sandbox,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The database blinks as the freezes' timers fire, while the freeze is lifted and declared
+    again by the same person to the same end: each timer is retried once it is back. The second
+    freeze's timer tells the thread; the first one's tells nothing (its freeze is gone). Before,
+    it took the second freeze for its own (same person, same end) and told the thread again."""
+    await scheduled_relay(box)
+    handler = box.services.rollouts.handler_of(FREEZE_ALL_TOLD_TIMER)
+    assert handler is not None
+    on_timer, blinking = handler.on_timer, [True]
+    failed: list[str] = []
+
+    async def failing(timer: Timer) -> None:
+        if blinking:
+            failed.append(timer.key)
+            raise OperationalError("SELECT rollouts", {}, ConnectionResetError("reset"))
+        await on_timer(timer)
+
+    monkeypatch.setattr(handler, "on_timer", failing)
+    end = (box.clock() + timedelta(days=3)).strftime("%Y-%m-%d %H:%M")
+    said = await box.command(f"freeze relay {end} UTC INC-9 outage")
+    assert f"<@{RELEASE_MANAGER}> froze deploys until" in said, said
+    assert "lifted the freeze" in await box.command("unfreeze relay")
+    said = await box.command(f"freeze relay {end} UTC INC-9 outage, again")
+    assert f"<@{RELEASE_MANAGER}> froze deploys until" in said, said
+    async with asyncio.timeout(30):
+        while len(set(failed)) < 2:  # each timer failed once
+            await box.slack.changed(timeout=0.1)
+    blinking.clear()
+    timers = TimerStore(box.services.database.sessions)
+    since = box.clock() - timedelta(days=1)
+
+    async def unfired() -> bool:
+        written = await timers.of_kind(kind=FREEZE_ALL_TOLD_TIMER, due_since=since)
+        return any(timer.fired_at is None for timer in written)
+
+    async with asyncio.timeout(60):  # both are retried, and fire
+        while await unfired():
+            await box.pass_time(timedelta(minutes=1))
+    said_held = thread_replies(box, RELEASE_CHANNEL, "will be held then")
+    assert len(said_held) == 1 and "INC-9 outage, again" in said_held[0], said_held

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bot.domain.freeze import LaneHold
+from bot.domain.freeze import LaneHold, freeze_key
 from bot.domain.rollout.codec import kind_from_json, kind_to_json, kinds_of
 
 
@@ -50,12 +50,17 @@ def told_timer(hold: LaneHold) -> tuple[str, dict[str, str]]:
     per service and freeze."""
     assert hold.until is not None
     key = f"{FREEZE_ALL_TOLD_TIMER}:{hold.service}:{hold.since.isoformat()}:{hold.actor}"
-    return key, {"actor": hold.actor, "until": hold.until.isoformat()}
+    since, until = hold.since.isoformat(), hold.until.isoformat()
+    return key, {"actor": hold.actor, "since": since, "until": until}
 
 
 def told_freeze(payload: Mapping[str, Any]) -> tuple[str, datetime]:
-    """Who froze and until when, of a FREEZE_ALL_TOLD_TIMER's payload (`told_timer`)."""
-    return str(payload["actor"]), datetime.fromisoformat(str(payload["until"]))
+    """The key of the freeze a FREEZE_ALL_TOLD_TIMER's payload names (`told_timer`:
+    `Freeze.key`, who froze it and since when) and its end: a retry of the timer after that
+    freeze was lifted, and another declared by the same person to the same end, tells the
+    threads of that other freeze nothing (its own timer tells them)."""
+    since = datetime.fromisoformat(str(payload["since"]))
+    return freeze_key(str(payload["actor"]), since), datetime.fromisoformat(str(payload["until"]))
 
 
 def thread_told_key(timer_key: str, rollout_id: str) -> str:

@@ -29,8 +29,8 @@ class FreezeAllTold:
     async def on_timer(self, timer: Timer) -> None:
         """Tell each scheduled dispatch's thread the freeze will hold it, unless told already
         (a retry of the timer after a failure, or after a replica died as it wrote them)."""
-        actor, until = told_freeze(timer.payload or {})
-        held = await self._lane.scheduled_held_by(actor, until)
+        freeze, until = told_freeze(timer.payload or {})
+        held = await self._lane.scheduled_held_by(freeze, until)
         if not held:
             return
         said: list[NewMessage] = []

@@ -229,14 +229,14 @@ class LaneControls:
             zone = zone_named(name, example=f"{shown(until).replace(' ', 'T')}+01:00")
             return freeze_end(until, now, zone), name
 
-    async def scheduled_held_by(self, actor: str, until: datetime) -> list[tuple[Rollout, Frozen]]:
-        """The scheduled dispatches the freeze by `actor` until `until` will hold at their
-        time, each with how it holds it."""
+    async def scheduled_held_by(self, freeze: str, until: datetime) -> list[tuple[Rollout, Frozen]]:
+        """The scheduled dispatches the freeze `freeze` (its `Freeze.key`) until `until` will
+        hold at their time, each with how it holds it."""
         active = await self.rollouts.active()
         return [
             (next(r for r in active if r.id == rollout_id), held)
             for rollout_id, held in (await self.lane.held_then(active)).items()
-            if (held.freeze.actor, held.freeze.until) == (actor, until)
+            if (held.freeze.key, held.freeze.until) == (freeze, until)
         ]
 
     async def tell_lifted(
