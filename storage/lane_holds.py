@@ -106,11 +106,12 @@ class LaneHoldStore(ServiceStore):
         *,
         now: datetime,
         told: Told = _untold,
+        timer: Callable[[LaneHold], NewTimer | None] = _no_timer,
     ) -> list[LaneHold]:
         """Remove the hold of `kind` of each of `services` and write the audit event
-        `audited(removed)` of each removed and the outbox messages `told(removed)`, in ONE
-        transaction (all or none). What was removed (a service's hold already gone is not:
-        nothing is said of it)."""
+        `audited(removed)` and the timer `timer(removed)` (if any) of each removed, and the
+        outbox messages `told(removed)`, in ONE transaction (all or none). What was removed (a
+        service's hold already gone is not: nothing is said of it)."""
         held = [LaneHoldRow.kind == kind, LaneHoldRow.service.in_(services), *self._scope]
         async with self._sessions.begin() as session:
             rows = await session.execute(
@@ -122,16 +123,24 @@ class LaneHoldStore(ServiceStore):
             )
             for hold in removed:
                 session.add(audit_row(audited(hold), service=hold.service))
+            await _timers(session, removed, timer)
             await enqueue(session, told(removed), now=now)
             await session.flush()
             return removed
 
-    async def release(self, kind: str, *, actor: str | None = None) -> LaneHold | None:
+    async def release(
+        self,
+        kind: str,
+        *,
+        actor: str | None = None,
+        timer: Callable[[LaneHold], NewTimer | None] = _no_timer,
+    ) -> LaneHold | None:
         """Remove the hold of `kind` (an override is left to end at its `until`), only while
-        `actor` holds it when given: what was removed, or None when nothing was held (by them).
-        Without a service, the kind is removed from every service's lane (the first removed is
-        returned). One DELETE ... RETURNING: a write first, so SQLite never has to upgrade a
-        read lock."""
+        `actor` holds it when given, and write the timer `timer(removed)` (if any) of each
+        removed in the same transaction: what was removed, or None when nothing was held (by
+        them). Without a service, the kind is removed from every service's lane (the first
+        removed is returned). One DELETE ... RETURNING: a write first, so SQLite never has to
+        upgrade a read lock."""
         held = [LaneHoldRow.kind == kind, *self._scope]
         if actor is not None:
             held.append(LaneHoldRow.actor == actor)
@@ -140,6 +149,7 @@ class LaneHoldStore(ServiceStore):
                 delete(LaneHoldRow).where(*held).returning(*LaneHoldRow.__table__.c)
             )
             removed = [from_row(LaneHold, row) for row in rows]
+            await _timers(session, removed, timer)
             return removed[0] if removed else None
 
     async def forget_ended(self) -> int:
@@ -164,6 +174,18 @@ class LaneHoldStore(ServiceStore):
                 delete(LaneHoldRow).where(ended, *self._scope).returning(LaneHoldRow.kind)
             )
             return len(removed.all())
+
+
+async def _timers(
+    session: AsyncSession, holds: Sequence[LaneHold], timer: Callable[[LaneHold], NewTimer | None]
+) -> None:
+    """Write the timer `timer(hold)` (if any) of each of `holds`, of its service, written as it
+    is due (at once)."""
+    for hold in holds:
+        if (new := timer(hold)) is not None:
+            await session.execute(
+                new_timer_insert(session, new, service=hold.service, now=new.due_at)
+            )
 
 
 async def _take(

@@ -36,6 +36,8 @@ from bot.domain.freeze import (
 from bot.domain.freeze_all import (
     LanesFrozen,
     LanesUnfrozen,
+    lifted_freeze,
+    lifted_timer,
     thread_told_key,
     told_freeze,
     told_from_json,
@@ -64,7 +66,7 @@ from bot.domain.unfollowed_runs import RunFate, UnfollowedRun, timer_key, timer_
 from bot.services import outbox_messages as messages
 from bot.services.channel_refusals import notice_of, refusal_notice
 from bot.services.effects import WINDOW_TIMER, dispatch_timer
-from bot.services.lane_controls import tell_scheduled_later
+from bot.services.lane_controls import tell_lifted_later, tell_scheduled_later
 from bot.services.npm_release import CLAIM_ACTION, MessageRef, ReleaseLook, release_claim_key
 from bot.services.records import NewMessage, NewTimer, Timer
 from bot.services.reviews import OVERTAKEN, overtaken_key
@@ -292,6 +294,13 @@ TIMERS = Family(
             lambda data: told_freeze(data["payload"]),
             decoded=(freeze_key("U2", AT), DUE),
         ),
+        Sample(
+            "freeze_lifted",
+            ALL_FROZEN,
+            lambda hold: _new_timer(tell_lifted_later(hold, by="U1", at=DUE)),
+            lambda data: lifted_freeze(data["payload"], "search"),
+            decoded=("U1", DUE, ALL_FROZEN),
+        ),
     ],
 )
 
@@ -504,6 +513,16 @@ CLAIMS = Family(
         Sample(
             "told_once:freeze_all_told",
             (told_timer(ALL_FROZEN)[0], RID),
+            lambda v: {"key": thread_told_key(*v), "action": TOLD},
+        ),
+        Sample(
+            "told_once:freeze_lifted",
+            (lifted_timer(ALL_FROZEN, by="U1", at=DUE)[0], RID),
+            lambda v: {"key": thread_told_key(*v), "action": TOLD},
+        ),
+        Sample(
+            "told_once:freeze_lifted:held",
+            (lifted_timer(ALL_FROZEN, by="U1", at=DUE)[0] + ":held", RID),
             lambda v: {"key": thread_told_key(*v), "action": TOLD},
         ),
         Sample(

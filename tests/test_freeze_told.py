@@ -1,8 +1,9 @@
 """One service's `/rollout freeze` tells the threads of the scheduled dispatches it will hold
-(docs/scheduled-starts.md) as `--all` does: by a timer written with the freeze, so a fault
-after the freeze is saved delays the telling (retried, on any replica) and never turns the
-person's answer into an error; the timer tells of its own freeze only. Three services in two
-channels (`test_services`)."""
+(docs/scheduled-starts.md) as `--all` does, and `/rollout unfreeze` (one service's or `--all`)
+the threads of what the freeze held: by a timer written with the change, so a fault after the
+change is saved delays the telling (retried, on any replica) and never turns the person's
+answer into an error; a timer tells of its own freeze only. Three services in two channels
+(`test_services`)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,17 @@ import pytest
 from figures import passing_sandbox
 from replicas import in_process_replica
 from sqlalchemy.exc import OperationalError
-from test_freeze_all import box, frozen_services, holds, thread_replies  # noqa: F401 - fixtures
+from test_freeze_all import (  # noqa: F401 - fixtures
+    box,
+    frozen_services,
+    holds,
+    outbox_emptied,
+    thread_replies,
+)
+from test_services import SEARCH_CHANNEL
 
-from bot.domain.freeze import Frozen
-from bot.domain.freeze_all import FREEZE_ALL_TOLD_TIMER
+from bot.domain.freeze import Frozen, LaneHold
+from bot.domain.freeze_all import FREEZE_ALL_TOLD_TIMER, FREEZE_LIFTED_TIMER
 from bot.domain.rollout import Rollout
 from bot.services.records import Timer
 from handlers.app_keys import SERVICES
@@ -35,18 +43,22 @@ async def scheduled_relay(box: Sandbox) -> None:  # noqa: F811
     assert "dispatch scheduled for" in started, started
 
 
-def failing_once(box: Sandbox, monkeypatch: pytest.MonkeyPatch) -> list[int]:  # noqa: F811
-    """relay's lane fails to read its scheduled dispatches' freezes once (the database
-    blinking): the calls counted."""
+def failing_once(
+    box: Sandbox,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    call: int = 1,
+) -> list[int]:
+    """relay's lane fails to read its scheduled dispatches' freezes once, at its `call`th read
+    (the database blinking): the calls counted."""
     relay = box.services
     assert relay.service.name == "relay"
     held_then, calls = relay.lane.held_then, []
 
-    async def failing(rollouts: Sequence[Rollout]) -> dict[str, Frozen]:
+    async def failing(rollouts: Sequence[Rollout], **lifted: LaneHold) -> dict[str, Frozen]:
         calls.append(len(calls))
-        if len(calls) == 1:
+        if len(calls) == call:
             raise OperationalError("SELECT lane_holds", {}, ConnectionResetError("reset"))
-        return await held_then(rollouts)
+        return await held_then(rollouts, **lifted)
 
     monkeypatch.setattr(relay.lane, "held_then", failing)
     return calls
@@ -173,3 +185,85 @@ async def test_a_freezes_timer_retried_after_it_was_lifted_does_not_tell_the_nex
             await box.pass_time(timedelta(minutes=1))
     said_held = thread_replies(box, RELEASE_CHANNEL, "will be held then")
     assert len(said_held) == 1 and "INC-9 outage, again" in said_held[0], said_held
+
+
+async def test_a_fault_after_an_unfreeze_is_saved_still_tells_its_thread_once(
+    box: Sandbox,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The database fails as relay's scheduled dispatches are read again, after the freeze was
+    lifted: the person is told it is lifted (it is), and the thread that was told the freeze
+    would hold its dispatch is told once that it goes then (retried). Before, the answer was an
+    error and the thread's last word was that the dispatch would be held."""
+    await scheduled_relay(box)
+    await box.command("freeze relay 48h INC-9 outage")
+    await box.slack.wait_for(lambda: bool(thread_replies(box, RELEASE_CHANNEL, "will be held")))
+    calls = failing_once(box, monkeypatch, call=2)
+
+    said = await box.command("unfreeze relay")
+    assert f"<@{RELEASE_MANAGER}> lifted the freeze" in said, said
+    await box.pass_time(timedelta(minutes=5))  # the telling is retried
+    await box.slack.wait_for(lambda: bool(thread_replies(box, RELEASE_CHANNEL, "lifted the")))
+    assert len(calls) >= 2
+    await box.pass_time(timedelta(minutes=5))
+    lifted = thread_replies(box, RELEASE_CHANNEL, "lifted the freeze")
+    assert len(lifted) == 1 and "> goes then" in lifted[0], lifted
+
+
+async def test_a_fault_after_an_unfreeze_of_every_service_tells_each_thread_once(
+    box: Sandbox,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As above for `unfreeze --all`: relay's telling fails once, after every freeze was
+    lifted. Before, the answer was an error, and search's thread (told after relay's) was never
+    told its dispatch goes."""
+    for name, channel in (("relay", RELEASE_CHANNEL), ("search", SEARCH_CHANNEL)):
+        started = await box.command(
+            f'start {name} v3.0.0 --flags-ready --at "tomorrow 09:00"', channel=channel
+        )
+        assert "dispatch scheduled for" in started, started
+    await box.command("freeze --all 48h INC-9 outage")
+    for channel in (RELEASE_CHANNEL, SEARCH_CHANNEL):
+        await box.slack.wait_for(lambda c=channel: bool(thread_replies(box, c, "will be held")))
+    failing_once(box, monkeypatch, call=2)
+
+    said = await box.command("unfreeze --all")
+    assert f"<@{RELEASE_MANAGER}> lifted the freeze of `relay`" in said, said
+    await box.pass_time(timedelta(minutes=5))  # relay's telling is retried
+    for channel in (RELEASE_CHANNEL, SEARCH_CHANNEL):
+        await box.slack.wait_for(lambda c=channel: bool(thread_replies(box, c, "lifted the")))
+    await box.pass_time(timedelta(minutes=5))
+    for channel in (RELEASE_CHANNEL, SEARCH_CHANNEL):
+        assert len(thread_replies(box, channel, "lifted the freeze")) == 1, channel
+
+
+async def test_two_replicas_firing_an_unfreezes_timer_at_once_tell_its_thread_once(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The timer written with an unfreeze, fired by both replicas side by side (past the timers
+    table's own claim) and by the scheduler: each thread's claim and its reply are one write."""
+    async with (
+        passing_sandbox(tmp_path, database_url=database_url) as sandbox,
+        in_process_replica(sandbox) as second,
+    ):
+        started = await sandbox.command('start v3.0.0 --flags-ready --at "tomorrow 09:00"')
+        assert "dispatch scheduled for" in started, started
+        await sandbox.command("freeze 48h INC-9 outage")
+        await sandbox.slack.wait_for(
+            lambda: bool(thread_replies(sandbox, RELEASE_CHANNEL, "will be held"))
+        )
+        assert "lifted the freeze" in await sandbox.command("unfreeze")
+        (timer,) = await TimerStore(sandbox.services.database.sessions).of_kind(
+            kind=FREEZE_LIFTED_TIMER, due_since=sandbox.clock() - timedelta(days=1)
+        )
+        replicas = (sandbox.services.rollouts, second[SERVICES].rollouts)
+        handlers = [rollouts.handler_of(FREEZE_LIFTED_TIMER) for rollouts in replicas]
+        assert None not in handlers
+        await asyncio.gather(*(h.on_timer(timer) for h in handlers if h is not None))
+        await sandbox.slack.wait_for(
+            lambda: bool(thread_replies(sandbox, RELEASE_CHANNEL, "lifted the freeze"))
+        )
+        await outbox_emptied(sandbox)
+        await sandbox.pass_time(timedelta(minutes=5))
+        lifted = thread_replies(sandbox, RELEASE_CHANNEL, "lifted the freeze")
+        assert len(lifted) == 1, lifted

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bot.domain.freeze import LaneHold, freeze_key
+from bot.domain.freeze import LANE_FREEZE, LaneHold, freeze_key
 from bot.domain.rollout.codec import kind_from_json, kind_to_json, kinds_of
 
 
@@ -61,6 +61,41 @@ def told_freeze(payload: Mapping[str, Any]) -> tuple[str, datetime]:
     threads of that other freeze nothing (its own timer tells them)."""
     since = datetime.fromisoformat(str(payload["since"]))
     return freeze_key(str(payload["actor"]), since), datetime.fromisoformat(str(payload["until"]))
+
+
+FREEZE_LIFTED_TIMER = "freeze_lifted"
+"""The durable timer, written with the removal of a `/rollout freeze` by `/rollout unfreeze`
+(one service's, or each of a `--all`), that tells the threads of the rollouts that freeze held
+(`bot.services.freeze_lifted`)."""
+
+
+def lifted_timer(lifted: LaneHold, *, by: str, at: datetime) -> tuple[str, dict[str, str]]:
+    """The key and payload of the FREEZE_LIFTED_TIMER of `lifted`, a freeze `by` lifted `at`:
+    one per freeze (a freeze is lifted once)."""
+    assert lifted.until is not None
+    key = f"{FREEZE_LIFTED_TIMER}:{lifted.service}:{lifted.since.isoformat()}:{lifted.actor}"
+    return key, {
+        "by": by,
+        "at": at.isoformat(),
+        "actor": lifted.actor,
+        "reason": lifted.reason,
+        "since": lifted.since.isoformat(),
+        "until": lifted.until.isoformat(),
+    }
+
+
+def lifted_freeze(payload: Mapping[str, Any], service: str) -> tuple[str, datetime, LaneHold]:
+    """Who lifted the freeze of a FREEZE_LIFTED_TIMER's payload (`lifted_timer`), when, and
+    that freeze (of `service`)."""
+    lifted = LaneHold(
+        LANE_FREEZE,
+        str(payload["actor"]),
+        str(payload["reason"]),
+        datetime.fromisoformat(str(payload["since"])),
+        datetime.fromisoformat(str(payload["until"])),
+        service=service,
+    )
+    return str(payload["by"]), datetime.fromisoformat(str(payload["at"])), lifted
 
 
 def thread_told_key(timer_key: str, rollout_id: str) -> str:
