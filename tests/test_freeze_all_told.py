@@ -17,8 +17,7 @@ from test_services import SEARCH_CHANNEL
 
 from bot.domain.freeze import LANE_FREEZE, LaneHold
 from bot.domain.freeze_all import elsewhere, frozen_elsewhere, unfrozen_elsewhere
-from bot.services import outbox as outbox_module
-from bot.services import outbox_messages
+from bot.services import outbox_messages, outbox_send
 from bot.services.outbox_messages import LANES, lanes_notice
 from bot.services.records import NewAuditEvent, NewMessage
 from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER
@@ -109,7 +108,7 @@ async def test_a_freeze_of_every_lane_is_left_to_the_newer_replicas_by_a_d6098d4
     await frozen_every_lane(scene)
     with monkeypatch.context() as old:
         old.setattr(outbox_messages, "KINDS", outbox_messages.KINDS - {LANES})
-        old.setattr(outbox_module, "LANES", "not a kind d6098d4 has")
+        old.setattr(outbox_send, "LANES", "not a kind d6098d4 has")
         with caplog.at_level(logging.WARNING, logger="bot.services"):
             assert await scene.replica("old").deliver_due() == 0
         waiting = await scene.store.pending()

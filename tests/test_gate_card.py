@@ -279,7 +279,7 @@ async def gate_card_posted(
 
 async def observed_rollout(notifier: SlackNotifier) -> Rollout:
     rollout = cleared_rollout(PLAN, now=NOW - timedelta(hours=1))
-    ts = await notifier.publish(rollout, PLAN)
+    ts = await notifier.publish(rollout, PLAN, lambda: asyncio.sleep(0))  # no lease to look at
     track = rollout.track("relay")
     canary = Stage(
         key="canary", state=StageState.HOLDING, window_started_at=WINDOW[0], window_ends_at=NOW

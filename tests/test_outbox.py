@@ -29,6 +29,7 @@ from bot.domain.rollout import (
 from bot.plan_file import load_plan
 from bot.services.outbox import Outbox
 from bot.services.outbox_messages import card, figures_request, told
+from bot.services.ports import BeforePost
 from bot.services.records import NewMessage, OutboxMessage
 from bot.services.telemetry import UNTRACKED, Telemetry
 from bot.version import build
@@ -76,6 +77,7 @@ class Scene:
         request_timeout: timedelta | None = None,
         rollouts: RolloutStore | None = None,
         telemetry: Telemetry = UNTRACKED,
+        audit: AuditLog | None = None,
     ) -> Outbox:
         # No retry handler on the client: the outbox alone answers Slack's faults here.
         client = AsyncWebClient(
@@ -84,7 +86,7 @@ class Scene:
         return Outbox(
             store=store or self.store,
             rollouts=rollouts or RolloutStore(self.sessions, clock=self.clock),
-            audit=AuditLog(self.sessions),
+            audit=audit or AuditLog(self.sessions),
             notifier=notifier(client, approvers={}, charts=CHARTS),
             clock=self.clock,
             owner=owner,
@@ -312,15 +314,19 @@ async def test_a_refusal_notice_an_old_replica_gave_up_is_told_at_the_next_refus
 
 
 class SlowCard(SlackNotifier):
-    """Slack's notifier whose card posts wait until the test lets them through."""
+    """Slack's notifier whose card posts wait until the test lets them through (after the
+    look at their lease: Slack slow to take them)."""
 
     posting = asyncio.Event()
     let_through = asyncio.Event()
 
-    async def publish(self, rollout: Rollout, plan: RolloutPlan) -> str:
-        SlowCard.posting.set()
-        await SlowCard.let_through.wait()
-        return await super().publish(rollout, plan)
+    async def publish(self, rollout: Rollout, plan: RolloutPlan, before_post: BeforePost) -> str:
+        async def slow() -> None:
+            await before_post()
+            SlowCard.posting.set()
+            await SlowCard.let_through.wait()
+
+        return await super().publish(rollout, plan, slow)
 
 
 class Watched(OutboxStore):
@@ -932,7 +938,8 @@ async def test_a_deleted_card_posted_again_already_is_found_not_posted_once_more
         approvers={},
         charts=CHARTS,
     )
-    again = await notifier.publish(replace(drawn, message_ts=None), PLAN)  # posted, not recorded
+    # Posted by a notifier outside the outbox (no lease to look at), not recorded.
+    again = await notifier.publish(replace(drawn, message_ts=None), PLAN, lambda: asyncio.sleep(0))
     if stale:  # another replica recorded it; this one still holds the deleted card's ts
         store = RolloutStore(scene.sessions, clock=scene.clock)
         await store.set_message_ts(rollout.id, again, replacing=drawn.message_ts)
@@ -1023,3 +1030,88 @@ async def test_a_channel_refusing_thread_replies_only_is_told_so_once(scene: Sce
     # Drawn when delivered: what rollout 1's thread was not told by then.
     assert "Not delivered there so far: `v1.1.0`: " in notice.text and "thread line" in notice.text
     assert "once the bot can reply in threads there" in notice.text
+
+
+class _SlowRead(RolloutStore):
+    """The rollout store of a replica whose read of the rollout, once it has claimed and is
+    sending a message, hangs until the test lets it through (a database blink on its
+    connections only: its lease's renewals are late or fail meanwhile)."""
+
+    def __init__(self, scene: Scene) -> None:
+        super().__init__(scene.sessions, clock=scene.clock)
+        self.reading = asyncio.Event()
+        self.let_through = asyncio.Event()
+
+    async def with_plan(self, rollout_id: str) -> tuple[Rollout, RolloutPlan] | None:
+        self.reading.set()
+        await self.let_through.wait()
+        return await super().with_plan(rollout_id)
+
+
+@pytest.mark.parametrize("taken", [True, False], ids=["taken over", "not taken over"])
+async def test_a_line_whose_lease_ran_out_before_its_post_is_left_to_the_replica_that_took_it(
+    scene: Scene, caplog: pytest.LogCaptureFixture, taken: bool
+) -> None:
+    """ "a" claims a thread line with its lease fresh, then stalls reading the rollout past its
+    lease; "b" takes the line over, looks in the thread (nothing there yet) and posts it. "a"
+    must look at its lease again before the post, not post the line a second time (it did:
+    "message N (thread) was taken over while sent"). Not taken over, "a" renews it and posts."""
+    rollout, _ = await scene.card_posted("promoted")
+    (line,) = await scene.store.pending(rollout.id)
+    store, rollouts = Renewals(scene, hold=False), _SlowRead(scene)
+    a = scene.replica("a", store=store, rollouts=rollouts)
+    caplog.set_level(logging.WARNING, logger="bot.services")
+    stalled = asyncio.create_task(a.flush(rollout.id))
+    await rollouts.reading.wait()
+    async with store.renewing:  # no renewal of "a"'s on its way while "b" takes the line over
+        scene.clock.advance(LEASE + timedelta(seconds=1))
+        if taken:
+            assert await scene.replica("b").deliver_due() == 1
+
+    rollouts.let_through.set()
+    await stalled
+
+    assert scene.thread() == ["promoted"]
+    assert len(posts_of(scene.slack, "promoted")) == 1
+    assert await scene.store.pending() == []
+    assert store.renewals[-1:] == [(2 if taken else 1, not taken)]  # looked at before the post
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    if taken:
+        assert warnings == [
+            f"message {line.id} (thread) lost its lease before it was sent; left to the "
+            "replica that took it over"
+        ]
+    else:
+        assert warnings == []
+
+
+class _DeliveredLost(OutboxStore):
+    """The store of a replica whose save of a message as delivered finds the database gone,
+    once: its post reached Slack, the outbox does not know it."""
+
+    lost = False
+
+    async def delivered(self, **kwargs: Any) -> bool:
+        if not self.lost:
+            self.lost = True
+            raise DBAPIError("UPDATE outbox", {}, OSError("server closed the connection"))
+        return await super().delivered(**kwargs)
+
+
+async def test_a_line_posted_whose_delivery_was_not_saved_is_found_by_the_replica_taking_it(
+    scene: Scene,
+) -> None:
+    """The database went away between "a"'s post and its save of the line as delivered: the
+    line stays "a"'s until its lease runs out; "b" takes it over (an attempt counted), looks
+    in the thread first and finds it: recorded as delivered, not posted again."""
+    rollout, _ = await scene.card_posted("promoted")
+    a = scene.replica("a", store=_DeliveredLost(scene.sessions))
+    await a.flush(rollout.id)  # posted; the save failed, left to the loop
+    assert len(posts_of(scene.slack, "promoted")) == 1
+
+    scene.clock.advance(LEASE + timedelta(seconds=1))
+    assert await scene.replica("b").deliver_due() == 1
+
+    assert scene.thread() == ["promoted"]
+    assert len(posts_of(scene.slack, "promoted")) == 1
+    assert await scene.store.pending() == []

@@ -19,7 +19,7 @@ from typing import Any
 
 from bot.services.outbox_messages import REFUSED, REPLIES
 from bot.services.outbox_ports import Outboxes
-from bot.services.ports import DeliveryFailed, Notifier, RefusalNotice, Undelivered
+from bot.services.ports import BeforePost, DeliveryFailed, Notifier, RefusalNotice, Undelivered
 from bot.services.records import NewMessage, OutboxMessage
 from bot.services.store_ports import Rollouts
 
@@ -86,8 +86,9 @@ class ChannelRefusals:
                 elsewhere,
             )
 
-    async def tell(self, message: OutboxMessage) -> None:
-        """Post the notice, with what its channel was not told since the refusal began."""
+    async def tell(self, message: OutboxMessage, before_post: BeforePost) -> None:
+        """Post the notice, with what its channel was not told since the refusal began
+        (`before_post` awaited after the reads that word it, just before its post)."""
         refusing, refusal, after, replies = notice_of(message.payload)
         given_up = await self._store.refused(refusing, after=after)
         if replies:  # the cards posted meanwhile, or given up for another reason, are not its
@@ -114,5 +115,6 @@ class ChannelRefusals:
                 key=message.id,
                 look_since=message.created_at if message.attempts > 0 else None,
                 replies_only=replies,
-            )
+            ),
+            before_post,
         )

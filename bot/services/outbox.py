@@ -11,11 +11,9 @@ redraw that a newer one supersedes is skipped (the card is drawn from the rollou
 at delivery). Failures back off with jitter; after `max_attempts` a message is dead-lettered
 and logged at ERROR once.
 
-A post whose earlier attempt may have reached Slack (it failed unclearly, or its replica died
-before recording the answer) is first looked for in Slack, by the marker each post carries:
-found, it is recorded as delivered instead of posted again. A card's redraw needs no look.
-A message is sent only under its lease, with enough of it left for its first renewal and a
-Slack request beyond (`outbox_lease`).
+A message is sent (`outbox_send`) only under its lease, with enough of it left for its first
+renewal and a Slack request beyond, looked at again before each of its posts (`outbox_lease`);
+a post whose earlier attempt may have reached Slack is first looked for there.
 """
 
 from __future__ import annotations
@@ -24,40 +22,29 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Sequence
-from dataclasses import replace
 from datetime import datetime, timedelta
+from functools import partial
 
-from bot.domain.plan import RolloutPlan
-from bot.domain.rollout import NewerEvent, Rollout
-from bot.domain.unfollowed_runs import UnfollowedRun
+from bot.domain.rollout import NewerEvent
 from bot.logs import rollout_context
 from bot.services.channel_refusals import ChannelRefusals
 from bot.services.clock import Background, LoopClock, sleep_until_woken
 from bot.services.failures import TRANSIENT, error_summary
-from bot.services.outbox_lease import MessageLeases
+from bot.services.outbox_lease import LeaseLost, MessageLeases
 from bot.services.outbox_messages import (
-    CARD,
-    FAILURE,
-    LANES,
     LEFT_TO_NEWER_AT_MOST,
-    REFUSED,
-    UNFOLLOWED,
     NewerKind,
     Reopened,
     left_to_newer,
-    of_no_rollout,
-    post,
-    tell_lane,
 )
 from bot.services.outbox_ports import Outboxes
+from bot.services.outbox_send import Drawn, MessageSender
 from bot.services.ports import DeliveryFailed, Notifier
 from bot.services.records import NewMessage, OutboxMessage
 from bot.services.store_ports import AuditLog, Rollouts
 from bot.services.telemetry import UNTRACKED, Telemetry
 
 log = logging.getLogger(__name__)
-
-Drawn = tuple[Rollout, RolloutPlan]
 
 
 class Outbox:
@@ -82,9 +69,6 @@ class Outbox:
     ) -> None:
         self.store = store
         self._telemetry = telemetry
-        self._rollouts = rollouts
-        self._audit = audit
-        self._notifier = notifier
         self._clock = clock
         self.owner = owner
         self._lease = lease
@@ -104,6 +88,9 @@ class Outbox:
         self._newer: set[tuple[str, str]] = set()  # kinds of a newer version's, said once
         self._loop = Background("outbox", wake=self._wake)
         self._refusals = ChannelRefusals(store=store, rollouts=rollouts, notifier=notifier)
+        self._sender = MessageSender(
+            store=store, rollouts=rollouts, audit=audit, notifier=notifier, refusals=self._refusals
+        )
 
     async def add(self, messages: Sequence[NewMessage]) -> None:
         await self.store.add(messages, now=self._clock())
@@ -210,8 +197,9 @@ class Outbox:
         """Send one claimed message through its channel's queue; True when it was delivered.
         `drawn` keeps the rollouts read for the messages before it in the same turn.
 
-        It is sent only under its lease, renewed while it is sent: a slow post is not taken
-        over (its new owner would not find a post still on its way, and would post it again)."""
+        It is sent only under its lease, renewed while it is sent and looked at again before
+        each post: a slow send is not taken over (its new owner would not find a post still on
+        its way, and would post it again), and one whose lease ran out does not post."""
         channel = message.channel_id
         queue = self._queues.setdefault(channel, asyncio.Lock())
         async with queue:
@@ -219,12 +207,15 @@ class Outbox:
             if paused is not None and paused > self._clock():
                 await self._waits(message, paused, "waiting for Slack's rate limit")
                 return False
-            if not await self._leases.held(message):
+            if (sending := await self._leases.held(message)) is None:
                 return False
             try:
                 with rollout_context(message.rollout_id or "-"):
-                    async with self._leases.holding(message) as sending:
-                        await self._send(message, drawn)
+                    async with self._leases.holding(message, sending):
+                        before_post = partial(self._leases.before_post, message, sending)
+                        await self._sender.send(message, drawn, before_post)
+            except LeaseLost:  # logged: the replica that took the message over posts it
+                return False
             except DeliveryFailed as failure:
                 await self._failed(message, failure)
                 return False
@@ -250,7 +241,12 @@ class Outbox:
             ):
                 return True
             if not sending.lost:  # else logged when it was found lost
-                log.warning("message %s (%s) was taken over while sent", message.id, message.kind)
+                log.warning(
+                    "message %s (%s) was taken over while sent: the replica that took it over "
+                    "may post it again",
+                    message.id,
+                    message.kind,
+                )
             return False
 
     async def _waits(self, message: OutboxMessage, until: datetime, why: str) -> None:
@@ -293,73 +289,6 @@ class Outbox:
         await self.store.retry(
             message_id=message.id, owner=self.owner, due_at=now + delay, error=failure.reason
         )
-
-    async def _send(self, message: OutboxMessage, drawn: dict[str, Drawn]) -> None:
-        rollout_id = message.rollout_id
-        if message.kind == UNFOLLOWED:
-            await self._notifier.draw_unfollowed(
-                UnfollowedRun.from_json(dict(message.payload)), channel=message.channel_id
-            )
-            return
-        if message.kind == REFUSED:
-            await self._refusals.tell(message)
-            return
-        if message.kind == LANES:
-            await tell_lane(self._notifier, message)
-            return
-        if rollout_id is None:
-            raise of_no_rollout(message.kind)
-        if message.kind == CARD or rollout_id not in drawn:
-            found = await self._rollouts.with_plan(rollout_id)
-            if found is None:
-                raise DeliveryFailed(f"rollout {rollout_id} is gone", permanent=True)
-            drawn[rollout_id] = found
-        rollout, plan = drawn[rollout_id]
-        unclear = message.attempts > 0
-        if message.kind == CARD:
-            if rollout.message_ts is not None and await self.store.superseded(message):
-                return  # a newer redraw follows: draw the card once
-            drawn[rollout_id] = await self._card(rollout, plan, look=unclear, gone=unclear), plan
-            return
-        if rollout.message_ts is None and message.kind != FAILURE:
-            # A thread line needs its card. A failure told elsewhere does not (it links the
-            # thread when there is one): a card its channel refuses does not silence it there.
-            rollout = await self._card(rollout, plan, look=unclear)
-            drawn[rollout_id] = rollout, plan
-        if unclear and await self._notifier.posted(
-            rollout, key=message.id, channel=message.channel_id, since=message.created_at
-        ):
-            log.info("message %s (%s) was posted by an earlier attempt", message.id, message.kind)
-            return
-        try:
-            await post(self._notifier, self._audit, message, rollout, plan)
-        except DeliveryFailed as failure:
-            if not failure.card_gone or message.kind == FAILURE:
-                raise
-            # The thread's card was deleted: it is posted again (or found, when an earlier
-            # attempt or another replica posted it already), and the reply goes under it.
-            rollout = await self._card(rollout, plan, look=True, gone=True)
-            drawn[rollout_id] = rollout, plan
-            await post(self._notifier, self._audit, message, rollout, plan)
-
-    async def _card(
-        self, rollout: Rollout, plan: RolloutPlan, *, look: bool, gone: bool = False
-    ) -> Rollout:
-        """Draw the card; its first post records its ts, which thread replies need. With
-        `look`, a card an earlier attempt posted (or, for a card `gone` or maybe gone, posted
-        again) is found and redrawn, not posted again."""
-        if look and (gone or rollout.message_ts is None):
-            found = await self._notifier.find_card(rollout)
-            if found is not None and found != rollout.message_ts:
-                log.info("the card of %s was posted by an earlier attempt", rollout.id)
-                found = await self._rollouts.set_message_ts(
-                    rollout.id, found, replacing=rollout.message_ts
-                )
-                rollout = replace(rollout, message_ts=found)
-        ts = await self._notifier.publish(rollout, plan)
-        if ts != rollout.message_ts:  # its first post, or a deleted card posted again
-            ts = await self._rollouts.set_message_ts(rollout.id, ts, replacing=rollout.message_ts)
-        return replace(rollout, message_ts=ts)
 
 
 class _InHand:

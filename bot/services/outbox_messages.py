@@ -24,7 +24,7 @@ from bot.domain.rollout import (
 )
 from bot.domain.rollout_summary import summarize
 from bot.services.outbox_ports import Outboxes
-from bot.services.ports import DeliveryFailed, LaneNotice, Notifier
+from bot.services.ports import BeforePost, DeliveryFailed, LaneNotice, Notifier
 from bot.services.records import CARD as CARD
 from bot.services.records import SUMMARY as SUMMARY
 from bot.services.records import NewMessage, OutboxMessage, is_machine
@@ -163,7 +163,7 @@ def lanes_notice(channel: str, told: LanesTold) -> NewMessage:
     return NewMessage(kind=LANES, channel_id=channel, payload=told_to_json(told))
 
 
-async def tell_lane(notifier: Notifier, message: OutboxMessage) -> None:
+async def tell_lane(notifier: Notifier, message: OutboxMessage, before_post: BeforePost) -> None:
     """Post a notice of `lanes_notice` (not if an earlier attempt did). A channel that refuses
     the bot (not a member, archived) will not take it however often it is tried: the person
     who typed the command is told instead, in the channel they typed it in."""
@@ -174,10 +174,11 @@ async def tell_lane(notifier: Notifier, message: OutboxMessage) -> None:
         look_since=message.created_at if message.attempts > 0 else None,
     )
     try:
-        await notifier.tell_lane(notice)
+        await notifier.tell_lane(notice, before_post)
     except DeliveryFailed as failure:
         if failure.channel_refused is None:
             raise
+        await before_post()
         await notifier.tell_asker(notice, refusal=failure.channel_refused)
         log.warning(
             "the bot cannot post in %s (%s): told %s in %s instead",
@@ -215,10 +216,25 @@ def gate_window(payload: dict[str, Any]) -> tuple[datetime, datetime] | None:
 
 
 async def post(
-    notifier: Notifier, audit: AuditLog, message: OutboxMessage, rollout: Rollout, plan: RolloutPlan
+    notifier: Notifier,
+    audit: AuditLog,
+    message: OutboxMessage,
+    rollout: Rollout,
+    plan: RolloutPlan,
+    before_post: BeforePost,
 ) -> None:
-    """Post a message of the rollout's thread (or its failure elsewhere)."""
+    """Post a message of the rollout's thread (or its failure elsewhere), `before_post` awaited
+    just before (after the read of a summary's audit trail)."""
     payload = message.payload
+    if message.kind == SUMMARY:
+        if rollout.ended_at is None:
+            raise Reopened(f"rollout {rollout.id} was reopened: its summary waits for its end")
+        events = await audit.list_for_rollout(rollout.id)
+        done = summarize(rollout, plan, events, machine=is_machine)
+        await before_post()
+        await notifier.post_summary(rollout, done, key=message.id)
+        return
+    await before_post()
     if message.kind == THREAD:
         await notifier.announce(rollout, told_event(payload), key=message.id)
     elif message.kind == FAILURE:
@@ -240,12 +256,6 @@ async def post(
             window=gate_window(payload),
             key=message.id,
         )
-    elif message.kind == SUMMARY:
-        if rollout.ended_at is None:
-            raise Reopened(f"rollout {rollout.id} was reopened: its summary waits for its end")
-        events = await audit.list_for_rollout(rollout.id)
-        done = summarize(rollout, plan, events, machine=is_machine)
-        await notifier.post_summary(rollout, done, key=message.id)
     else:
         raise NewerKind(message.kind)
 

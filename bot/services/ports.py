@@ -8,7 +8,7 @@ client libraries).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
@@ -27,6 +27,10 @@ from bot.domain.unfollowed_runs import UnfollowedRun
 from bot.services.changes import ChangesSource
 
 ReviewState = Literal["approved", "rejected"]
+
+BeforePost = Callable[[], Awaitable[None]]
+"""Awaited just before each post or redraw of an outbox message (after what comes before it: a
+read, a look in Slack); raises when its lease no longer lasts for one (`outbox_lease`)."""
 
 
 @dataclass(frozen=True)
@@ -295,9 +299,10 @@ class LaneNotice:
 class Notifier(Protocol):
     """What the channel sees: one card per rollout, updated in place, and its thread. The
     outbox (`bot.services.outbox`) calls it to deliver what a state change wrote; every method
-    raises `DeliveryFailed` when Slack did not take the message."""
+    raises `DeliveryFailed` when Slack did not take the message. One given `before_post` awaits
+    it just before each post or redraw, after its look for an earlier attempt's."""
 
-    async def publish(self, rollout: Rollout, plan: RolloutPlan) -> str:
+    async def publish(self, rollout: Rollout, plan: RolloutPlan, before_post: BeforePost) -> str:
         """Post the rollout's card, or update it when it has a message; returns its ts (a new
         one when someone deleted the card: it is posted again)."""
         ...
@@ -313,12 +318,12 @@ class Notifier(Protocol):
         failure)."""
         ...
 
-    async def tell_refused(self, notice: RefusalNotice) -> None:
+    async def tell_refused(self, notice: RefusalNotice, before_post: BeforePost) -> None:
         """Tell the failure channel that a release channel refuses the bot, how to fix it and
         what was not delivered there (not if an earlier attempt posted it)."""
         ...
 
-    async def tell_lane(self, notice: LaneNotice) -> None:
+    async def tell_lane(self, notice: LaneNotice, before_post: BeforePost) -> None:
         """Tell a release channel of a `/rollout freeze --all` or `unfreeze --all` typed in
         another (not if an earlier attempt posted it)."""
         ...
@@ -366,7 +371,9 @@ class Notifier(Protocol):
     async def post_summary(self, rollout: Rollout, summary: RolloutSummary, *, key: int) -> None:
         """The report of a rollout that has ended, in its thread."""
 
-    async def draw_unfollowed(self, card: UnfollowedRun, *, channel: str) -> None:
+    async def draw_unfollowed(
+        self, card: UnfollowedRun, *, channel: str, before_post: BeforePost
+    ) -> None:
         """Post the card of a run the bot did not start, or redraw it once decided (an earlier
         post is found by its metadata, so it is never posted twice)."""
 

@@ -56,7 +56,7 @@ from bot.domain.rollout import Event, Rollout, TrackState
 from bot.domain.rollout.events import FailureJobEnded
 from bot.domain.rollout_summary import RolloutSummary
 from bot.domain.unfollowed_runs import RunFate, UnfollowedRun
-from bot.services.ports import DeliveryFailed, LaneNotice, RefusalNotice
+from bot.services.ports import BeforePost, DeliveryFailed, LaneNotice, RefusalNotice
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +100,10 @@ class SlackNotifier:
             task.cancel()
         await asyncio.gather(*late, return_exceptions=True)
 
-    async def publish(self, rollout: Rollout, plan: RolloutPlan) -> str:
+    async def publish(self, rollout: Rollout, plan: RolloutPlan, before_post: BeforePost) -> str:
         blocks = rollout_card(rollout, plan, named=self._named)
         text = rollout_text(rollout, plan)
+        await before_post()
         if rollout.message_ts is not None:
             try:
                 await delivered(
@@ -115,6 +116,7 @@ class SlackNotifier:
                 if not failure.card_gone:
                     raise
                 log.warning("the card of %s was deleted; posting it again", rollout.id)
+                await before_post()  # the update may have taken a request's timeout
         posted = await delivered(
             self._client.chat_postMessage(
                 channel=rollout.channel_id,
@@ -125,10 +127,15 @@ class SlackNotifier:
         )
         return str(posted["ts"])
 
-    async def draw_unfollowed(self, card: UnfollowedRun, *, channel: str) -> None:
+    async def draw_unfollowed(
+        self, card: UnfollowedRun, *, channel: str, before_post: BeforePost
+    ) -> None:
         blocks = unfollowed_card(card, named=self._named)
         text = unfollowed_text(card, named=self._named)
         found = await self._at_top(channel, RUN_EVENT, since=card.asked_at, run_id=card.run_id)
+        if found is not None and card.fate is RunFate.WAITING:
+            return  # a retried first post, delivered after the answer: the card stays decided
+        await before_post()
         if found is None:
             marker = _marker(RUN_EVENT, run_id=card.run_id)
             await delivered(
@@ -137,8 +144,6 @@ class SlackNotifier:
                 )
             )
             return
-        if card.fate is RunFate.WAITING:
-            return  # a retried first post, delivered after the answer: the card stays decided
         await delivered(
             self._client.chat_update(channel=channel, ts=found["ts"], blocks=blocks, text=text)
         )
@@ -181,15 +186,15 @@ class SlackNotifier:
             channel=channel,
         )
 
-    async def tell_refused(self, notice: RefusalNotice) -> None:
+    async def tell_refused(self, notice: RefusalNotice, before_post: BeforePost) -> None:
         text = refusal_text(
             notice.refusing, notice.refusal, notice.undelivered, replies_only=notice.replies_only
         )
-        await self._post_once(notice.channel, text, key=notice.key, look_since=notice.look_since)
+        await self._post_once(notice, text, before_post)
 
-    async def tell_lane(self, notice: LaneNotice) -> None:
+    async def tell_lane(self, notice: LaneNotice, before_post: BeforePost) -> None:
         text = lanes_text(notice.told)
-        await self._post_once(notice.channel, text, key=notice.key, look_since=notice.look_since)
+        await self._post_once(notice, text, before_post)
 
     async def tell_asker(self, notice: LaneNotice, *, refusal: str) -> None:
         told, text = notice.told, lanes_refused_text(notice.told, notice.channel, refusal)
@@ -198,12 +203,14 @@ class SlackNotifier:
         )
 
     async def _post_once(
-        self, channel: str, text: str, *, key: int, look_since: datetime | None
+        self, notice: RefusalNotice | LaneNotice, text: str, before_post: BeforePost
     ) -> None:
-        """Post `text` at the top of `channel` as the outbox message `key`, unless an earlier
-        attempt did (looked for since `look_since`, when given)."""
-        if look_since and await self._at_top(channel, POST_EVENT, since=look_since, outbox_id=key):
+        """Post `text` at the top of the notice's channel as its outbox message, unless an
+        earlier attempt did (looked for since its `look_since`, when given)."""
+        channel, key, since = notice.channel, notice.key, notice.look_since
+        if since and await self._at_top(channel, POST_EVENT, since=since, outbox_id=key):
             return
+        await before_post()
         marker = _marker(POST_EVENT, outbox_id=key)
         await delivered(self._client.chat_postMessage(channel=channel, text=text, metadata=marker))
 
