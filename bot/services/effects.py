@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from bot.domain import rollout as machine
 from bot.domain.errors import ConcurrentChange, GitHubError
 from bot.domain.freeze import FREEZE_END_TIMER
-from bot.domain.freeze_all import FREEZE_ALL_TOLD_TIMER
+from bot.domain.freeze_all import FREEZE_ALL_TOLD_TIMER, FREEZE_LIFTED_TIMER
 from bot.domain.npm import RELEASE_TIMER
 from bot.domain.plan import RolloutPlan, settle_of
 from bot.domain.protection_rules import UNCONFIRMED_TIMER
@@ -73,6 +73,7 @@ TIMER_KINDS = frozenset(
         UNCONFIRMED_TIMER,
         FREEZE_END_TIMER,
         FREEZE_ALL_TOLD_TIMER,
+        FREEZE_LIFTED_TIMER,
     }
 )
 """Every kind of timer this version schedules, hence fires: a kind not here was scheduled by
