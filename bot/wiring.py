@@ -26,7 +26,7 @@ from bot.adapters.slack.npm_board import SlackWalkthroughBoard
 from bot.adapters.slack.npm_steps import WalkthroughSetup
 from bot.config import Settings
 from bot.domain.freeze import FREEZE_END_TIMER
-from bot.domain.freeze_all import FREEZE_ALL_TOLD_TIMER
+from bot.domain.freeze_all import FREEZE_ALL_TOLD_TIMER, FREEZE_LIFTED_TIMER
 from bot.domain.npm import RELEASE_TIMER, github_web_url
 from bot.domain.npm_secrets import trusted_publishing_on
 from bot.domain.protection_rules import UNCONFIRMED_TIMER, environment_jobs
@@ -43,6 +43,7 @@ from bot.services.effects import EffectRunner
 from bot.services.exactly_once import ExactlyOnce
 from bot.services.freeze_all_told import FreezeAllTold
 from bot.services.freeze_ends import FreezeEnds
+from bot.services.freeze_lifted import FreezeLifted
 from bot.services.lane import ReleaseLane
 from bot.services.npm_release import LookPace
 from bot.services.npm_walkthrough import NpmTokenService
@@ -246,9 +247,12 @@ def wire_service(shared: Shared, service: Service) -> Wired:
             gone_after=timedelta(seconds=settings.github_unreadable_seconds),
         ),
     )
-    # A `/rollout freeze --all` tells the threads its freeze will hold by a timer per service.
+    # A `/rollout freeze` (one service's or `--all`) tells the threads it will hold by a timer.
     told = FreezeAllTold(lane=controls.lane, outboxes=OutboxStore(sessions))
     rollouts.fires_timers_with(FREEZE_ALL_TOLD_TIMER, told)
+    # A `/rollout unfreeze` tells the threads of what the lifted freeze held by a timer.
+    lifted = FreezeLifted(lane=controls.lane, outboxes=OutboxStore(sessions))
+    rollouts.fires_timers_with(FREEZE_LIFTED_TIMER, lifted)
     webhooks = GitHubWebhooks(
         repository=service.repository,
         service=service.name,

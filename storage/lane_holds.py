@@ -46,14 +46,27 @@ class LaneHoldStore(ServiceStore):
             )
             return [from_row(LaneHold, row) for row in rows]
 
-    async def take(self, hold: LaneHold, *, replace: bool = False, later: bool = False) -> LaneHold:
+    async def take(
+        self,
+        hold: LaneHold,
+        *,
+        replace: bool = False,
+        later: bool = False,
+        timer: NewTimer | None = None,
+    ) -> LaneHold:
         """Write `hold` unless its kind is held (then, with `replace`, overwrite it; with
         `later`, overwrite it only when it ends before `hold`): the hold stored afterwards,
-        which is someone else's when they came first."""
+        which is someone else's when they came first. `timer`: written in the same
+        transaction when `hold` is the one stored (all or none)."""
         if self._service is not None:
             hold = replaced(hold, service=self._service)
         async with self._sessions.begin() as session:
-            return await _take(session, hold, replace=replace, later=later)
+            stored = await _take(session, hold, replace=replace, later=later)
+            if timer is not None and stored == hold:
+                await session.execute(
+                    new_timer_insert(session, timer, service=hold.service, now=hold.since)
+                )
+            return stored
 
     async def take_all(
         self,
@@ -93,11 +106,12 @@ class LaneHoldStore(ServiceStore):
         *,
         now: datetime,
         told: Told = _untold,
+        timer: Callable[[LaneHold], NewTimer | None] = _no_timer,
     ) -> list[LaneHold]:
         """Remove the hold of `kind` of each of `services` and write the audit event
-        `audited(removed)` of each removed and the outbox messages `told(removed)`, in ONE
-        transaction (all or none). What was removed (a service's hold already gone is not:
-        nothing is said of it)."""
+        `audited(removed)` and the timer `timer(removed)` (if any) of each removed, and the
+        outbox messages `told(removed)`, in ONE transaction (all or none). What was removed (a
+        service's hold already gone is not: nothing is said of it)."""
         held = [LaneHoldRow.kind == kind, LaneHoldRow.service.in_(services), *self._scope]
         async with self._sessions.begin() as session:
             rows = await session.execute(
@@ -109,16 +123,24 @@ class LaneHoldStore(ServiceStore):
             )
             for hold in removed:
                 session.add(audit_row(audited(hold), service=hold.service))
+            await _timers(session, removed, timer)
             await enqueue(session, told(removed), now=now)
             await session.flush()
             return removed
 
-    async def release(self, kind: str, *, actor: str | None = None) -> LaneHold | None:
+    async def release(
+        self,
+        kind: str,
+        *,
+        actor: str | None = None,
+        timer: Callable[[LaneHold], NewTimer | None] = _no_timer,
+    ) -> LaneHold | None:
         """Remove the hold of `kind` (an override is left to end at its `until`), only while
-        `actor` holds it when given: what was removed, or None when nothing was held (by them).
-        Without a service, the kind is removed from every service's lane (the first removed is
-        returned). One DELETE ... RETURNING: a write first, so SQLite never has to upgrade a
-        read lock."""
+        `actor` holds it when given, and write the timer `timer(removed)` (if any) of each
+        removed in the same transaction: what was removed, or None when nothing was held (by
+        them). Without a service, the kind is removed from every service's lane (the first
+        removed is returned). One DELETE ... RETURNING: a write first, so SQLite never has to
+        upgrade a read lock."""
         held = [LaneHoldRow.kind == kind, *self._scope]
         if actor is not None:
             held.append(LaneHoldRow.actor == actor)
@@ -127,6 +149,7 @@ class LaneHoldStore(ServiceStore):
                 delete(LaneHoldRow).where(*held).returning(*LaneHoldRow.__table__.c)
             )
             removed = [from_row(LaneHold, row) for row in rows]
+            await _timers(session, removed, timer)
             return removed[0] if removed else None
 
     async def forget_ended(self) -> int:
@@ -151,6 +174,18 @@ class LaneHoldStore(ServiceStore):
                 delete(LaneHoldRow).where(ended, *self._scope).returning(LaneHoldRow.kind)
             )
             return len(removed.all())
+
+
+async def _timers(
+    session: AsyncSession, holds: Sequence[LaneHold], timer: Callable[[LaneHold], NewTimer | None]
+) -> None:
+    """Write the timer `timer(hold)` (if any) of each of `holds`, of its service, written as it
+    is due (at once)."""
+    for hold in holds:
+        if (new := timer(hold)) is not None:
+            await session.execute(
+                new_timer_insert(session, new, service=hold.service, now=new.due_at)
+            )
 
 
 async def _take(

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.domain.rollout_summary import DONE, REDEPLOY
 from bot.domain.service import DEFAULT_SERVICE
@@ -24,11 +25,12 @@ from bot.services.records import NewAuditEvent, NewMessage, NewTimer, new_rollou
 from storage.audit_log import audit_row
 from storage.db import ServiceStore
 from storage.errors import RolloutNotFound, TrackBusy
-from storage.models import AuditEventRow, RolloutRow, RolloutTrackRow, StageRow, TimerRow
+from storage.models import AuditEventRow, RolloutRow, RolloutTrackRow, StageRow
 from storage.outbox import enqueue
 from storage.rollout_loader import load, load_by_id, load_one, load_plan, load_state
 from storage.rollout_records import NewTrack, RolloutChange, RolloutRecord, TrackRecord
 from storage.rollout_saving import bump_version, save_changes
+from storage.timers import new_timer_insert
 
 
 class RolloutRepository(ServiceStore):
@@ -117,23 +119,7 @@ class RolloutRepository(ServiceStore):
                 if stage_rows:
                     await session.execute(insert(StageRow), stage_rows)
                 await enqueue(session, outbox, now=now)
-                if timers:
-                    await session.execute(
-                        insert(TimerRow),
-                        [
-                            {
-                                "key": timer.key,
-                                "kind": timer.kind,
-                                "service": service,
-                                "rollout_id": rollout_id,
-                                "due_at": timer.due_at,
-                                "payload": dict(timer.payload),
-                                "attempts": 0,
-                                "created_at": now,
-                            }
-                            for timer in timers
-                        ],
-                    )
+                await _write_timers(session, timers, service, rollout_id, now)
                 created = await load_by_id(session, rollout_id)
         except IntegrityError as error:
             raise await _busy(error, tracks, self._active_on_track, service) from None
@@ -305,10 +291,12 @@ class RolloutRepository(ServiceStore):
         now: datetime,
         outbox: Sequence[NewMessage] = (),
         audit: Sequence[NewAuditEvent] = (),
+        timers: Sequence[NewTimer] = (),
     ) -> RolloutRecord:
         """Write every changed field of the rollout, its tracks and its stages at once, with
-        the messages that tell of the change (`storage.outbox`) and the audit events that
-        record it (none is on record for a change that was not saved).
+        the messages that tell of the change (`storage.outbox`), the audit events that record
+        it (none is on record for a change that was not saved) and the `timers` it needs (once
+        per key: none is written for a change that was not saved, nor the change without them).
 
         `rollout.version` is the version it was read at; raises StaleRollout when someone
         saved in between. A `RolloutChange` derives the record to write from the stored one,
@@ -326,11 +314,26 @@ class RolloutRepository(ServiceStore):
                 await save_changes(session, stored, wanted, now)
                 await enqueue(session, outbox, now=now)
                 session.add_all([audit_row(event, service=stored.service) for event in audit])
+                await _write_timers(session, timers, stored.service, rollout.id, now)
                 saved = await load_by_id(session, rollout.id)
         except IntegrityError as error:
             raise await _busy(error, opened[1], self._active_on_track, opened[0]) from None
         assert saved is not None
         return saved
+
+
+async def _write_timers(
+    session: AsyncSession,
+    timers: Sequence[NewTimer],
+    service: str,
+    rollout_id: str,
+    now: datetime,
+) -> None:
+    """Write `timers` of the rollout `rollout_id` (of `service`), in the caller's transaction."""
+    for timer in timers:
+        await session.execute(
+            new_timer_insert(session, timer, service=service, now=now, rollout_id=rollout_id)
+        )
 
 
 async def _busy(

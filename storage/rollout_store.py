@@ -122,11 +122,12 @@ class RolloutStore:
         *,
         outbox: Sequence[NewMessage] = (),
         audit: Sequence[NewAuditEvent] = (),
+        timers: Sequence[NewTimer] = (),
     ) -> Rollout:
-        """Write the rollout as it now stands, with the messages that tell of the change and
-        the audit events that record it in the same transaction (nothing is said or recorded
-        of a change that was not saved, and nothing a change must say is lost); returns it
-        at its new version.
+        """Write the rollout as it now stands, with the messages that tell of the change, the
+        audit events that record it and the `timers` it needs (a window's end) in the same
+        transaction (nothing is said, recorded or timed of a change that was not saved, and
+        nothing a change must say or time is lost); returns it at its new version.
 
         Raises ConcurrentChange when it was changed since `rollout.version` was read, and
         RolloutInProgress when a track it opens again is another rollout's since.
@@ -134,7 +135,7 @@ class RolloutStore:
         change = RolloutChange(rollout.id, rollout.version, lambda stored: _record(rollout, stored))
         try:
             saved = await self._repository.save(
-                rollout=change, now=self._clock(), outbox=outbox, audit=audit
+                rollout=change, now=self._clock(), outbox=outbox, audit=audit, timers=timers
             )
         except TrackBusy as busy:
             raise await self._in_progress(busy) from None

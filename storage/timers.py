@@ -47,13 +47,21 @@ def pending_timer() -> ColumnElement[bool]:
     )
 
 
-def new_timer_insert(session: AsyncSession, timer: NewTimer, *, service: str, now: datetime) -> Any:
-    """The INSERT of `timer`, of `service` and no rollout, written at `now`: once per key (a
-    second is a no-op), in the caller's transaction."""
+def new_timer_insert(
+    session: AsyncSession,
+    timer: NewTimer,
+    *,
+    service: str,
+    now: datetime,
+    rollout_id: str | None = None,
+) -> Any:
+    """The INSERT of `timer`, of `service` and `rollout_id` (if any), written at `now`: once
+    per key (a second is a no-op), in the caller's transaction."""
     values = {
         "key": timer.key,
         "kind": timer.kind,
         "service": service,
+        "rollout_id": rollout_id,
         "due_at": timer.due_at,
         "payload": dict(timer.payload),
         "attempts": 0,

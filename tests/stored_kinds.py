@@ -27,6 +27,7 @@ from bot.domain.freeze import (
     LaneHold,
     freeze_end_timer_key,
     freeze_end_timer_payload,
+    freeze_key,
     hold_told_key,
     hold_watch_timer,
     override_kind,
@@ -35,6 +36,8 @@ from bot.domain.freeze import (
 from bot.domain.freeze_all import (
     LanesFrozen,
     LanesUnfrozen,
+    lifted_freeze,
+    lifted_timer,
     thread_told_key,
     told_freeze,
     told_from_json,
@@ -63,7 +66,7 @@ from bot.domain.unfollowed_runs import RunFate, UnfollowedRun, timer_key, timer_
 from bot.services import outbox_messages as messages
 from bot.services.channel_refusals import notice_of, refusal_notice
 from bot.services.effects import WINDOW_TIMER, dispatch_timer
-from bot.services.freeze_all_told import tell_scheduled_later
+from bot.services.lane_controls import tell_lifted_later, tell_scheduled_later
 from bot.services.npm_release import CLAIM_ACTION, MessageRef, ReleaseLook, release_claim_key
 from bot.services.records import NewMessage, NewTimer, Timer
 from bot.services.reviews import OVERTAKEN, overtaken_key
@@ -289,7 +292,14 @@ TIMERS = Family(
             ALL_FROZEN,
             lambda hold: _new_timer(tell_scheduled_later(hold)),
             lambda data: told_freeze(data["payload"]),
-            decoded=("U2", DUE),
+            decoded=(freeze_key("U2", AT), DUE),
+        ),
+        Sample(
+            "freeze_lifted",
+            ALL_FROZEN,
+            lambda hold: _new_timer(tell_lifted_later(hold, by="U1", at=DUE)),
+            lambda data: lifted_freeze(data["payload"], "search"),
+            decoded=("U1", DUE, ALL_FROZEN),
         ),
     ],
 )
@@ -503,6 +513,16 @@ CLAIMS = Family(
         Sample(
             "told_once:freeze_all_told",
             (told_timer(ALL_FROZEN)[0], RID),
+            lambda v: {"key": thread_told_key(*v), "action": TOLD},
+        ),
+        Sample(
+            "told_once:freeze_lifted",
+            (lifted_timer(ALL_FROZEN, by="U1", at=DUE)[0], RID),
+            lambda v: {"key": thread_told_key(*v), "action": TOLD},
+        ),
+        Sample(
+            "told_once:freeze_lifted:held",
+            (lifted_timer(ALL_FROZEN, by="U1", at=DUE)[0] + ":held", RID),
             lambda v: {"key": thread_told_key(*v), "action": TOLD},
         ),
         Sample(

@@ -216,7 +216,7 @@ async def test_a_window_timer_that_gave_up_keeps_its_reason_as_data(
             lambda r: r.track("relay").stage("canary").state is StageState.OBSERVING
         )
         key = window_timer_of(observing, "relay", "canary")
-        # The rollout is saved first, its window's timer written after (a loaded machine: later).
+        # Written with the save that started the window (`EffectRunner.apply`).
         timer = await box.wait_for_timer(key, lambda _: True)
 
         await box.services.rollouts.on_timer_dead(timer, reason=recorded(reason))

@@ -1,8 +1,8 @@
 """A person's effect whose save went through, then a step after the save failed (the window
-extended, then the write of its timer lost): done, not given back as "nothing done". The person
-is told it was done and what is still owed (the window's timer, written by the bot's next
-look); a second person who waited for the claim is told it was done; a click on the old card
-again is told so too, not extended twice."""
+extended, its new timer written with it, then the cancel of its old timer lost): done, not given
+back as "nothing done". The person is told it was done and what is left undone (the old timer,
+which changes nothing); a second person who waited for the claim is told it was done; a click on
+the old card again is told so too, not extended twice."""
 
 from __future__ import annotations
 
@@ -28,7 +28,6 @@ from test_controls import CANARY_BAD
 from test_stop_second_person import SECOND, two_approvers
 
 from bot.domain.rollout import StageState, TrackState
-from bot.services.effects import WINDOW_TIMER
 from bot.services.records import Claim
 from sandbox.config import RELEASE_MANAGER
 from sandbox.harness import Sandbox, fast_plan, write_figures
@@ -36,7 +35,7 @@ from sandbox.harness import Sandbox, fast_plan, write_figures
 pytestmark = pytest.mark.story
 
 DONE = "Done: extend the 5% canary window of `v1.4.2`"
-OWED = "The window's timer could not be written right after: the bot's next look at the run"
+OWED = "A window's old timer could not be cancelled right after: it changes nothing."
 
 
 def the_second_waits(box: Sandbox, monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
@@ -58,9 +57,9 @@ async def canary_observing(
     tmp_path: Path, database_url: str
 ) -> AsyncIterator[tuple[Sandbox, str, datetime]]:
     """Two approvers, the relay canary observing its hour: the box, its Extend button's value
-    and the window's end. The desktop's internal ring observing too, its window's timer
-    written: the next look at the run (after a click) then carries out no effect of its own,
-    which a fault meant for the click's would meet instead."""
+    and the window's end. The desktop's internal ring observing too: the next look at the run
+    (after a click) then moves no window of its own, nor cancels a window's timer, which a fault
+    meant for the click's would meet instead."""
     async with two_approvers(tmp_path, database_url, window="1h", extension="15m") as box:
         every_gate_passes(box)
         await observing(box)
@@ -73,37 +72,40 @@ async def canary_observing(
         yield box, value, ends
 
 
-def timer_lost_once(
+def cancel_lost_once(
     box: Sandbox, monkeypatch: pytest.MonkeyPatch, meanwhile: asyncio.Event | None = None
 ) -> asyncio.Event:
-    """The next window timer's write is lost (once `meanwhile` is set, when given), after its
-    extension was saved: the event returned is set once the extension is saved."""
+    """The cancel of the next window timer cancelled (the window's old end, once the Extend
+    saved its new one) is lost (once `meanwhile` is set, when given): the event returned is set
+    once the extension is saved."""
     timers = box.services.rollouts.effects.timers
-    schedule = timers.schedule
+    cancel = timers.cancel
     saved = asyncio.Event()
 
-    async def lost(**timer: Any) -> Any:
-        if timer["kind"] != WINDOW_TIMER:
-            return await schedule(**timer)
-        monkeypatch.setattr(timers, "schedule", schedule)
+    async def lost(*, key: str, now: datetime) -> bool:
+        if not key.startswith("window:"):
+            return await cancel(key=key, now=now)
+        monkeypatch.setattr(timers, "cancel", cancel)
         saved.set()
         if meanwhile is not None:
             await meanwhile.wait()
-        raise OperationalError("INSERT INTO timers", {}, ConnectionResetError("lost"))
+        raise OperationalError("UPDATE timers", {}, ConnectionResetError("lost"))
 
-    monkeypatch.setattr(timers, "schedule", lost)
+    monkeypatch.setattr(timers, "cancel", lost)
     return saved
 
 
 async def extended_once(box: Sandbox, before_ends: datetime) -> None:
-    """The window was extended once, and the bot's next look writes its timer."""
+    """The window was extended once, its timer written with it; the old window's timer, not
+    cancelled, fires at the old end and changes nothing."""
     after = await box.rollout()
     assert await audited(box, after, "extend") == 1, "it extended twice"
-    assert after.track("relay").stage("canary").window_ends_at == before_ends + timedelta(
-        minutes=15
-    )
-    await box.pass_time(timedelta(seconds=30))
-    await box.wait_for_timer(window_timer_of(after, "relay", "canary"), lambda _: True)
+    ends = before_ends + timedelta(minutes=15)
+    assert after.track("relay").stage("canary").window_ends_at == ends
+    timer = await box.wait_for_timer(window_timer_of(after, "relay", "canary"), lambda _: True)
+    assert timer.is_pending and timer.due_at >= ends, timer
+    await box.pass_time(before_ends - box.clock() + timedelta(minutes=1))
+    assert stage_state(await box.rollout(), "relay", "canary") is StageState.OBSERVING
 
 
 @pytest.mark.database_matters
@@ -112,7 +114,7 @@ async def test_a_second_extend_that_waited_is_told_the_first_saved_then_failed_w
 ) -> None:
     async with canary_observing(tmp_path, database_url) as (box, value, was):
         waiting = the_second_waits(box, monkeypatch)
-        saved = timer_lost_once(box, monkeypatch, meanwhile=waiting)
+        saved = cancel_lost_once(box, monkeypatch, meanwhile=waiting)
         first = asyncio.create_task(box.click("extend_window", value=value))
         await saved.wait()  # the first person's click holds the claim
         second = await box.click("extend_window", value=value, user=SECOND)
@@ -129,7 +131,7 @@ async def test_the_old_extend_card_clicked_again_after_a_save_then_a_failure_doe
     tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with canary_observing(tmp_path, database_url) as (box, value, was):
-        timer_lost_once(box, monkeypatch)
+        cancel_lost_once(box, monkeypatch)
         told = await box.click("extend_window", value=value)
 
         again = await box.click("extend_window", value=value, user=SECOND)

@@ -105,9 +105,9 @@ async def windows_written(
     box: Sandbox, scheduler: Scheduler, clock: ManualClock, rollout: Rollout, *, tries: int = 5
 ) -> None:
     """Until the timers of both window ends (canary, internal ring) are written, the next poll,
-    as the bot's would: the poll that saw the stages deployed saves the rollout first and writes
-    each timer in a statement of its own, and one held up past the bound on a loaded machine
-    fails that poll (one WARNING line) after the rollout was saved."""
+    as the bot's would: the poll that saw the stages deployed saves the rollout with both
+    timers, and a statement of that save held up past the bound on a loaded machine fails that
+    poll (one WARNING line) and saves nothing, for the next poll to save."""
     timers = TimerStore(box.services.database.sessions)
     keys = [
         window_timer_of(rollout, track, stage)

@@ -23,7 +23,7 @@ from bot.domain.freeze import LANE_FREEZE, Frozen, LaneHold
 from bot.domain.freeze_all import FREEZE_ALL_TOLD_TIMER
 from bot.domain.rollout import Rollout
 from bot.domain.rollout_command import Freeze, Lock, Unfreeze, parse_command
-from bot.services.freeze_all_told import tell_scheduled_later
+from bot.services.lane_controls import tell_scheduled_later
 from bot.services.records import NewAuditEvent, NewTimer
 from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER, SLACK_SIGNING_SECRET
 from sandbox.harness import LOOK_AGAIN, Sandbox

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 from sandbox_views import held
+from test_freeze_all import outbox_emptied
 from test_freeze_auto_promote import OTHER, WINDOW, auto_sandbox, held_in_a_freeze, in_thread
 from test_freeze_ends import ENDED, held_2h, told
 
 from bot.domain.freeze import FREEZE_END_TIMER, Freeze
+from bot.domain.freeze_all import FREEZE_LIFTED_TIMER
 from bot.domain.plan import RolloutPlan
 from bot.domain.rollout import Rollout, StageState
 from bot.services.records import Timer
@@ -47,6 +49,7 @@ async def test_an_end_timer_claimed_before_an_unfreeze_tells_nothing_after_it(
     watch = await end_watch(box)
     await box.command("unfreeze", user=OTHER)
     await in_thread(box, card, LIFTED)
+    await outbox_emptied(box)  # no jump while its post is on its way (posted again)
 
     await box.services.rollouts.on_timer(watch)  # the firing that began before the cancel
     await box.pass_time(2 * WINDOW)
@@ -129,8 +132,8 @@ async def test_a_hold_saved_after_its_freezes_end_was_told_is_told_too(
 async def test_a_hold_saved_as_an_unfreeze_reads_the_rollouts_is_told_too(
     tmp_path: Path, database_url: str
 ) -> None:
-    """The internal ring's gate reads the lane frozen; an approver unfreezes and the unfreeze
-    reads the rollouts (the canary held, the ring not yet); the ring's gate saves its hold and
+    """The internal ring's gate reads the lane frozen; an approver unfreezes and the unfreeze's
+    timer reads the rollouts (the canary held, the ring not yet); the ring's gate saves its hold and
     finds the end's watch still pending (not yet cancelled: nothing more to set); then the
     unfreeze cancels that watch. The ring's hold is told all the same: the unfreeze reads
     the rollout again once its watches are cancelled."""
@@ -154,6 +157,16 @@ async def test_a_hold_saved_as_an_unfreeze_reads_the_rollouts_is_told_too(
                 gate_looked.set()
             return timer
 
+        async def unfreeze() -> str:
+            """The unfreeze, its timer fired at once by another replica."""
+            said = await box.command("unfreeze", user=OTHER)
+            since = box.clock() - WINDOW
+            (lifted,) = await timers.of_kind(kind=FREEZE_LIFTED_TIMER, due_since=since)
+            handler = rollouts.handler_of(FREEZE_LIFTED_TIMER)
+            assert handler is not None
+            await handler.on_timer(lifted)
+            return said
+
         async def read_then_unfreeze(*, rollout_id: str) -> Freeze | None:
             freeze = await lane.holds_promotion(rollout_id=rollout_id)
             rollout = await box.rollout()
@@ -161,7 +174,7 @@ async def test_a_hold_saved_as_an_unfreeze_reads_the_rollouts_is_told_too(
             ring = rollout.track("desktop").stage("internal").state
             second = canary is StageState.HOLDING and ring is not StageState.HOLDING
             if second and freeze is not None and not unfreezes:  # the ring's gate: read
-                unfreezes.append(asyncio.create_task(box.command("unfreeze", user=OTHER)))
+                unfreezes.append(asyncio.create_task(unfreeze()))
                 await asyncio.wait_for(unfreeze_read.wait(), 30)
             return freeze
 

@@ -5,6 +5,7 @@ by the unfreeze, not again at its old end. End to end: the real app, the sandbox
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,6 +16,7 @@ from figures import every_gate_passes, passing_sandbox
 from sandbox_views import held, holding, stage_state
 from sqlalchemy.exc import OperationalError
 from statement_faults import failing
+from test_freeze_all import outbox_emptied
 from test_freeze_auto_promote import (
     OTHER,
     WINDOW,
@@ -45,19 +47,29 @@ def told(card: ChannelMessage, needle: str) -> list[str]:
     return [reply.rendered for reply in card.replies if needle in reply.rendered]
 
 
-def blink_on_watches(box: Sandbox, monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
+def blink_on_watches(
+    box: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[str], Callable[[], None]]:
     """The database blinks on each write of a freeze end's watch, until the function returned
-    is called."""
+    is called: the keys of the watches it failed to write."""
     timers = box.services.rollouts.effects.timers
-    schedule = timers.schedule
+    schedule, blinked = timers.schedule, []
 
     async def blinking(**timer: Any) -> Any:
         if timer["kind"] == FREEZE_END_TIMER:
+            blinked.append(timer["key"])
             raise OperationalError("INSERT timers", {}, ConnectionResetError("reset"))
         return await schedule(**timer)
 
     monkeypatch.setattr(timers, "schedule", blinking)
-    return lambda: monkeypatch.setattr(timers, "schedule", schedule)
+    return blinked, lambda: monkeypatch.setattr(timers, "schedule", schedule)
+
+
+async def until_failed(box: Sandbox, failed: list[str]) -> None:
+    """Wait until the unfreeze's timer (`freeze_lifted`), fired at once, met the fault."""
+    async with asyncio.timeout(30):
+        while not failed:
+            await box.slack.changed(timeout=0.1)
 
 
 def calendar_window(start: datetime, hours: int) -> dict[str, object]:
@@ -131,6 +143,7 @@ async def test_a_lifted_freeze_is_told_by_the_unfreeze_and_not_again_at_its_end(
     box, card = held_2h
     await box.command("unfreeze", user=OTHER)
     await box.slack.wait_for(lambda: bool(told(card, "lifted the freeze")))
+    await outbox_emptied(box)  # no jump while its post is on its way (posted again)
 
     await box.pass_time(2 * WINDOW)
     assert told(card, ENDED) == []
@@ -204,6 +217,7 @@ async def test_each_services_freeze_tells_its_own_rollouts_only(tmp_path: Path) 
         await box.command("unfreeze billing-api")
         await box.slack.wait_for(lambda: bool(told(cards["billing-api"], "lifted the freeze")))
         assert told(cards["relay"], "lifted the freeze") == []
+        await outbox_emptied(box)  # no jump while its post is on its way (posted again)
 
         await box.pass_time(3 * WINDOW)  # relay's freeze ended an hour ago
         await box.slack.wait_for(lambda: bool(told(cards["relay"], ENDED)))
@@ -225,6 +239,7 @@ async def test_an_unfreeze_while_the_calendar_holds_leaves_the_calendars_end_tol
         await box.command("unfreeze", user=OTHER)
         lifted = await in_thread(box, card, "lifted the freeze")
         assert "the plan's `friday` freeze" in lifted
+        await outbox_emptied(box)  # no jump while its post is on its way (posted again)
 
         await box.pass_time(3 * WINDOW)
         await box.slack.wait_for(lambda: bool(told(card, ENDED)))
@@ -246,6 +261,7 @@ async def test_a_freeze_declared_again_to_the_same_end_after_an_unfreeze_is_told
         await held(box, "relay", "canary")
         await box.command("unfreeze", user=OTHER)
         await box.slack.wait_for(lambda: bool(told(card, "lifted the freeze")))
+        await outbox_emptied(box)  # no jump while its post is on its way (posted again)
 
         await box.command(f"freeze {until} friday change freeze", user=OTHER)
         await box.slack.wait_for(lambda: promote_value(card, "relay") is not None)
@@ -268,7 +284,7 @@ async def test_a_fault_as_a_stage_is_held_leaves_its_freezes_end_watched(
     async with auto_sandbox(tmp_path, database_url) as box:
         card = await observing_canary(box)
         await box.command("freeze 3h friday change freeze", user=OTHER)
-        watched_again = blink_on_watches(box, monkeypatch)
+        _, watched_again = blink_on_watches(box, monkeypatch)
         await box.pass_time(WINDOW)  # the gates PASS; their freeze's end cannot be watched
         watched_again()
         await box.pass_time(timedelta(minutes=5))  # retried
@@ -285,28 +301,32 @@ async def test_a_fault_as_an_unfreeze_watches_the_calendar_leaves_an_end_watched
 ) -> None:
     """A `/rollout freeze` and the plan's window hold the stages, the freeze the longer; it is
     lifted while the window still holds them, and the database blinks as the window's end is
-    to be watched instead of the freeze's. The thread is still told the end (when the lifted
-    freeze's watch fires: it was not cancelled before the new watch was written). Before, the
-    freeze's watch was cancelled first, and nothing told the thread: the `promote: auto`
-    stages waited for a Promote nobody was prompted to give."""
+    to be watched instead of the freeze's (the unfreeze's timer does it). The timer is retried:
+    the thread is told the lift once, and the end once. Before, the freeze's watch was
+    cancelled first, and nothing told the thread: the `promote: auto` stages waited for a
+    Promote nobody was prompted to give."""
     start = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=10)
     async with auto_sandbox(tmp_path, database_url, freezes=[calendar_window(start, 2)]) as box:
         card = await held_in_a_freeze(box, "4h")
-        watched_again = blink_on_watches(box, monkeypatch)
-        await box.command("unfreeze", user=OTHER)
+        blinked, watched_again = blink_on_watches(box, monkeypatch)
+        assert "lifted the freeze" in await box.command("unfreeze", user=OTHER)
+        await until_failed(box, blinked)
         watched_again()
+        await in_thread(box, card, "lifted the freeze")  # retried, the window still holding
+        await outbox_emptied(box)  # no jump while its post is on its way (posted again)
         await box.pass_time(4 * WINDOW)  # the window and the lifted freeze both ended
         await box.slack.wait_for(lambda: bool(told(card, ENDED)))
         assert len(told(card, ENDED)) == 1
+        assert len(told(card, "lifted the freeze")) == 1
 
 
 async def test_a_fault_as_an_unfreeze_cancels_the_lifted_freezes_watch_tells_the_end_once(
     tmp_path: Path, database_url: str
 ) -> None:
     """As above, but the database fails the cancel of the lifted freeze's watch, after the
-    window's end could be watched. The end is told once, late: the window's watch and the
-    cancels are one write. Before, the window's watch was written on its own, and both told
-    the end: at the window's end, then again at the lifted freeze's."""
+    window's end could be watched. The end is told once: the window's watch and the cancels
+    are one write, retried with the unfreeze's timer. Before, the window's watch was written on
+    its own, and both told the end: at the window's end, then again at the lifted freeze's."""
     start = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=10)
     async with auto_sandbox(tmp_path, database_url, freezes=[calendar_window(start, 2)]) as box:
         card = await held_in_a_freeze(box, "4h")
@@ -317,8 +337,10 @@ async def test_a_fault_as_an_unfreeze_cancels_the_lifted_freezes_watch_tells_the
 
         with failing(cancels) as failed:
             said = await box.command("unfreeze", user=OTHER)
-        assert failed
-        assert "`/rollout status` shows the release lane" in said, said  # it has no card
+            await until_failed(box, failed)
+        assert "lifted the freeze" in said, said  # it is, whatever its timer met
+        await in_thread(box, card, "lifted the freeze")  # retried, the window still holding
+        await outbox_emptied(box)  # no jump while its post is on its way (posted again)
         await box.pass_time(4 * WINDOW)  # the window and the lifted freeze both ended
         await box.slack.wait_for(lambda: bool(told(card, ENDED)))
         # Every watch fired (the clock is not moved while one still posts its reply).

@@ -204,3 +204,42 @@ async def test_an_approval_taken_before_a_re_run_of_every_job_is_told_as_a_plain
         thread = box.thread()
         assert not any("may have approved" in line for line in thread), thread
         assert (await box.rollout()).phase is Phase.ENDED
+
+
+async def test_an_approval_taken_before_a_re_run_of_its_job_is_told_as_a_plain_re_run(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GitHub took the bot's approval of a last stage on attempt 1; before the bot read the
+    attempt back, a person cancelled the run and re-ran that stage's job (attempt 2, waiting at
+    the same environment). In token mode a review of the bot's account is all that holds it
+    there, so the approval did not reach attempt 2: the thread says the run was re-run, as any
+    re-run not followed, and not that the approval may have approved attempt 2's job. (With the
+    App, a job still waiting may wait for another of its rules after the App's answer reached
+    it: the line says so.)"""
+    async with token_box(tmp_path, database_url) as box:
+        await ga_held_by_github(box, REVIEWS)
+        run = box.github.run((await box.rollout()).run_id or 0)
+        effects = box.services.rollouts.effects
+        latest_attempt = effects.github.latest_attempt
+        rerun: list[str] = []
+
+        async def rerun_before_the_read_back(run_id: int) -> int:
+            taken = [e for e, (_, job) in LAST.items() if run.job(job).status != "waiting"]
+            if taken and not rerun:  # the first approval GitHub took: its job re-run
+                rerun.append(taken[0])
+                box.github.engine.cancel(run.id)
+                box.github.engine.rerun_job(run.id, run.job(LAST[taken[0]][1]).id, by="octocat")
+                box.github.engine.process()
+            return await latest_attempt(run_id)
+
+        monkeypatch.setattr(effects.github, "latest_attempt", rerun_before_the_read_back)
+        box.github.clear_faults()
+
+        told = await box.wait_for_thread("does not follow a re-run")
+        assert rerun, "no approval was read back"
+        assert run.job(LAST[rerun[0]][1]).status == "waiting"
+        assert "may have approved" not in told, told
+        await box.pass_time(timedelta(minutes=2))
+        thread = box.thread()
+        assert not any("may have approved" in line for line in thread), thread
+        assert (await box.rollout()).phase is Phase.ENDED

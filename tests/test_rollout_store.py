@@ -39,11 +39,13 @@ from bot.domain.rollout.state import UNKNOWN_STOP
 from bot.domain.run import RunRef
 from bot.plan_file import load_plan
 from bot.services.outbox_messages import CARD, card
+from bot.services.records import NewTimer
 from storage.errors import RolloutNotFound
 from storage.models import RolloutTrackRow, StageRow
 from storage.outbox import OutboxStore
 from storage.rollout_repository import RolloutRepository
 from storage.rollout_store import RolloutStore
+from storage.timers import TimerStore
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 SAVED_AT = NOW + timedelta(hours=3)
@@ -349,6 +351,49 @@ async def test_a_save_from_a_stale_read_changes_nothing(store: RolloutStore) -> 
 
     assert (conflict.value.code, conflict.value.rollout_id) == ("concurrent_change", created.id)
     assert await store.get(created.id) == flagged
+
+
+async def test_the_timers_a_save_needs_are_written_with_it_and_never_without_it(
+    store: RolloutStore, session_factory: async_sessionmaker[AsyncSession]
+) -> None:
+    """A window's timer goes in its save's transaction (`EffectRunner.apply`): written with its
+    rollout's id and service, and not at all by a save that lost the race."""
+    timers = TimerStore(session_factory)
+    created = await store.create(rollout=_rollout(), plan=PLAN)
+    window = NewTimer("window:saved", "window", SAVED_AT, {"track": "relay", "stage": "canary"})
+    await store.save(confirm_flags(created, actor="U0MANAGER"), timers=[window])
+    stale = NewTimer("window:stale", "window", SAVED_AT)
+
+    with pytest.raises(ConcurrentChange):
+        await store.save(cancel_preflight(created, actor="U0OTHER", now=NOW), timers=[stale])
+
+    written = await timers.get(key=window.key)
+    assert written is not None and written.is_pending, written
+    assert (written.rollout_id, written.service) == (created.id, created.service)
+    assert (written.due_at, written.payload) == (SAVED_AT, dict(window.payload))
+    assert await timers.get(key=stale.key) is None
+
+
+async def test_a_save_writes_each_timer_it_needs_once_per_key(
+    store: RolloutStore, session_factory: async_sessionmaker[AsyncSession]
+) -> None:
+    """A save that starts two tracks' windows at once writes both timers; one whose key is
+    stored already (a look wrote it, a replica claims it) stays as it is: its due time, its
+    claim, its attempts."""
+    timers = TimerStore(session_factory)
+    created = await store.create(rollout=_rollout(), plan=PLAN)
+    canary = NewTimer("window:canary", "window", SAVED_AT, {"track": "relay", "stage": "canary"})
+    ring = NewTimer("window:internal", "window", SAVED_AT, {"track": "desktop", "stage": "ring"})
+    await timers.schedule(key=canary.key, kind="window", due_at=NOW, now=NOW, rollout_id=created.id)
+    (claimed,) = await timers.claim_due(now=NOW, owner="replica-b", lease=timedelta(minutes=1))
+
+    await store.save(confirm_flags(created, actor="U0MANAGER"), timers=[canary, ring])
+
+    kept = await timers.get(key=canary.key)
+    assert kept is not None and (kept.id, kept.due_at, kept.attempts) == (claimed.id, NOW, 1)
+    assert kept.claimed_by == "replica-b", kept
+    written = await timers.get(key=ring.key)
+    assert written is not None and written.is_pending and written.due_at == SAVED_AT, written
 
 
 async def test_an_ended_rollout_frees_its_tracks(store: RolloutStore) -> None:

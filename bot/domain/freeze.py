@@ -212,6 +212,12 @@ def stale_roll_back(
     return None
 
 
+def freeze_key(actor: str, since: datetime) -> str:
+    """The `Freeze.key` of the `/rollout freeze` by `actor` taken at `since`: that one freeze
+    (one extended, or declared again after an unfreeze, is another)."""
+    return f"freeze:{actor}:{since.isoformat()}"
+
+
 def freezes_in_force(
     calendar: Sequence[CalendarFreeze], holds: Sequence[LaneHold], now: datetime
 ) -> list[Freeze]:
@@ -221,7 +227,7 @@ def freezes_in_force(
             reason=hold.reason,
             until=hold.until,
             actor=hold.actor,
-            key=f"freeze:{hold.actor}:{hold.since.isoformat()}",
+            key=freeze_key(hold.actor, hold.since),
         )
         for hold in holds
         if hold.kind == LANE_FREEZE and hold.until is not None and now < hold.until

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bot.domain.freeze import LaneHold
+from bot.domain.freeze import LANE_FREEZE, LaneHold, freeze_key
 from bot.domain.rollout.codec import kind_from_json, kind_to_json, kinds_of
 
 
@@ -40,8 +40,9 @@ class LanesUnfrozen:
 LanesTold = LanesFrozen | LanesUnfrozen
 
 FREEZE_ALL_TOLD_TIMER = "freeze_all_told"
-"""The durable timer, written with the holds of a `/rollout freeze --all`, that tells the threads
-of a service's scheduled dispatches its freeze will hold (`bot.services.freeze_all_told`)."""
+"""The durable timer, written with the hold of a `/rollout freeze` (one service's, or each of a
+`--all`), that tells the threads of a service's scheduled dispatches its freeze will hold
+(`bot.services.freeze_all_told`). Its name is kept from `--all`, which wrote it first."""
 
 
 def told_timer(hold: LaneHold) -> tuple[str, dict[str, str]]:
@@ -49,12 +50,52 @@ def told_timer(hold: LaneHold) -> tuple[str, dict[str, str]]:
     per service and freeze."""
     assert hold.until is not None
     key = f"{FREEZE_ALL_TOLD_TIMER}:{hold.service}:{hold.since.isoformat()}:{hold.actor}"
-    return key, {"actor": hold.actor, "until": hold.until.isoformat()}
+    since, until = hold.since.isoformat(), hold.until.isoformat()
+    return key, {"actor": hold.actor, "since": since, "until": until}
 
 
 def told_freeze(payload: Mapping[str, Any]) -> tuple[str, datetime]:
-    """Who froze and until when, of a FREEZE_ALL_TOLD_TIMER's payload (`told_timer`)."""
-    return str(payload["actor"]), datetime.fromisoformat(str(payload["until"]))
+    """The key of the freeze a FREEZE_ALL_TOLD_TIMER's payload names (`told_timer`:
+    `Freeze.key`, who froze it and since when) and its end: a retry of the timer after that
+    freeze was lifted, and another declared by the same person to the same end, tells the
+    threads of that other freeze nothing (its own timer tells them)."""
+    since = datetime.fromisoformat(str(payload["since"]))
+    return freeze_key(str(payload["actor"]), since), datetime.fromisoformat(str(payload["until"]))
+
+
+FREEZE_LIFTED_TIMER = "freeze_lifted"
+"""The durable timer, written with the removal of a `/rollout freeze` by `/rollout unfreeze`
+(one service's, or each of a `--all`), that tells the threads of the rollouts that freeze held
+(`bot.services.freeze_lifted`)."""
+
+
+def lifted_timer(lifted: LaneHold, *, by: str, at: datetime) -> tuple[str, dict[str, str]]:
+    """The key and payload of the FREEZE_LIFTED_TIMER of `lifted`, a freeze `by` lifted `at`:
+    one per freeze (a freeze is lifted once)."""
+    assert lifted.until is not None
+    key = f"{FREEZE_LIFTED_TIMER}:{lifted.service}:{lifted.since.isoformat()}:{lifted.actor}"
+    return key, {
+        "by": by,
+        "at": at.isoformat(),
+        "actor": lifted.actor,
+        "reason": lifted.reason,
+        "since": lifted.since.isoformat(),
+        "until": lifted.until.isoformat(),
+    }
+
+
+def lifted_freeze(payload: Mapping[str, Any], service: str) -> tuple[str, datetime, LaneHold]:
+    """Who lifted the freeze of a FREEZE_LIFTED_TIMER's payload (`lifted_timer`), when, and
+    that freeze (of `service`)."""
+    lifted = LaneHold(
+        LANE_FREEZE,
+        str(payload["actor"]),
+        str(payload["reason"]),
+        datetime.fromisoformat(str(payload["since"])),
+        datetime.fromisoformat(str(payload["until"])),
+        service=service,
+    )
+    return str(payload["by"]), datetime.fromisoformat(str(payload["at"])), lifted
 
 
 def thread_told_key(timer_key: str, rollout_id: str) -> str:

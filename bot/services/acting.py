@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import TypeVar
 
 from bot.domain.controls import DoneButOwed
-from bot.domain.rollout import CancelWindow, Effect, Review, Rollout, ScheduleWindow, StageState
+from bot.domain.rollout import CancelWindow, Effect, Review
 from bot.services.records import Claim
 from bot.services.store_ports import Claims
 
@@ -85,27 +85,16 @@ def put_back() -> None:
         acting.owed = None
 
 
-def owed_after(before: Rollout, left: Sequence[Effect]) -> str:
-    """What a decision saved over `before` still owes when one of its effects failed (`left`:
-    that effect and those after it, none carried out), in words. A window's timer written
-    again as it was (a look writes those of every window running) is owed by nobody."""
+def owed_after(left: Sequence[Effect]) -> str:
+    """What a saved decision still owes when one of its effects failed (`left`: that effect
+    and those after it, none carried out), in words. The timer of a window it starts or moves
+    is never owed: it was written with the save (`EffectRunner.apply`)."""
     owed = []
     if any(isinstance(effect, Review) for effect in left):
         owed.append(
             "GitHub's answer to the run could not be given (or recorded) right after: the "
             "bot's next look at the run gives it while GitHub still waits for it."
         )
-    if any(isinstance(effect, ScheduleWindow) and _new_window(before, effect) for effect in left):
-        owed.append(
-            "The window's timer could not be written right after: the bot's next look at the "
-            "run writes it, and the window ends when the card says."
-        )
-    elif any(isinstance(effect, CancelWindow) for effect in left):
+    if any(isinstance(effect, CancelWindow) for effect in left):
         owed.append("A window's old timer could not be cancelled right after: it changes nothing.")
     return " ".join(owed) or AFTER_SAVE
-
-
-def _new_window(before: Rollout, window: ScheduleWindow) -> bool:
-    """Whether `window` ends a window that was not running already, to end then, `before`."""
-    stage = before.track(window.track).stage(window.stage)
-    return stage.state is not StageState.OBSERVING or stage.window_ends_at != window.due_at

@@ -23,6 +23,7 @@ from bot.domain.errors import ConcurrentChange
 from bot.domain.plan import RolloutPlan
 from bot.domain.rollout import Rollout, Stage
 from bot.services.effects import WINDOW_TIMER, EffectRunner
+from bot.services.records import NewTimer
 
 REEVALUATE_BACKSTOP = timedelta(minutes=5)
 """How long after a Re-evaluate its backstop runs the gate again: a verdict saved by then (in
@@ -59,9 +60,8 @@ async def write_backstop(
     else:
         kind = WINDOW_TIMER
         key = machine.backstop_timer_key(rollout.id, track, stage.key, ends, asked_at=now)
-    await effects.window_timer(
-        rollout, key=key, track=track, stage=stage.key, ends=ends, due=due, kind=kind
-    )
+    payload = machine.window_timer_payload(track, stage.key, ends)
+    await effects.window_timer(rollout, NewTimer(key, kind, due, payload))
     return Backstop(due, ends if kind == machine.EARLY_GATE_TIMER else None)
 
 

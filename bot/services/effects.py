@@ -3,8 +3,9 @@
 Every use case (preflight, following a run, gating, people's actions) asks the pure machine
 (`bot.domain.rollout`) for a `Decision`, then hands it here: the new state is saved with an
 optimistic version check and, in the same transaction, what the channel must be told of it
-(the outbox); then the effects run in order: reviews on GitHub and durable window timers (a
-decision's metrics read is the gate's, made outside the rollout's lock: `bot.services.gating`).
+(the outbox) and the durable timers of the windows it starts or moves; then the other effects
+run in order: reviews on GitHub, a window timer written again or cancelled (a decision's metrics
+read is the gate's, made outside the rollout's lock: `bot.services.gating`).
 What the thread is told outside a decision (`tell`, a card `redraw`) is written here too.
 Operations on one rollout are serialised within a process (`lock`); across processes the
 version check makes the loser see the winner's result.
@@ -22,7 +23,7 @@ from typing import Any, TypeVar
 from bot.domain import rollout as machine
 from bot.domain.errors import ConcurrentChange, GitHubError
 from bot.domain.freeze import FREEZE_END_TIMER
-from bot.domain.freeze_all import FREEZE_ALL_TOLD_TIMER
+from bot.domain.freeze_all import FREEZE_ALL_TOLD_TIMER, FREEZE_LIFTED_TIMER
 from bot.domain.npm import RELEASE_TIMER
 from bot.domain.plan import RolloutPlan, settle_of
 from bot.domain.protection_rules import UNCONFIRMED_TIMER
@@ -72,6 +73,7 @@ TIMER_KINDS = frozenset(
         UNCONFIRMED_TIMER,
         FREEZE_END_TIMER,
         FREEZE_ALL_TOLD_TIMER,
+        FREEZE_LIFTED_TIMER,
     }
 )
 """Every kind of timer this version schedules, hence fires: a kind not here was scheduled by
@@ -80,6 +82,14 @@ CONCURRENT_RETRIES = 4
 """Tries of a timer's or the poller's step while other replicas keep saving the rollout."""
 
 T = TypeVar("T")
+
+
+def window_timer_of(rollout_id: str, window: ScheduleWindow, plan: RolloutPlan) -> NewTimer:
+    """The timer that closes `window`, fired `settle` after its end (its key and payload name
+    the end): the figures the window's last minutes send late are in by then."""
+    ends, settle = window.due_at, settle_of(plan.track(window.track).metrics)
+    payload = machine.window_timer_payload(window.track, window.stage, ends)
+    return NewTimer(window.timer_key(rollout_id), WINDOW_TIMER, ends + settle, payload)
 
 
 def dispatch_timer(rollout_id: str, at: datetime) -> NewTimer:
@@ -194,8 +204,9 @@ class EffectRunner:
         ahead: ReviewAhead | None = None,
     ) -> Rollout:
         """Save the decision's rollout with what the channel must be told of it (its
-        announcements, then `also`, then the card's redraw) and the `audit` events that record
-        it in one transaction, carry out its other effects in order, and deliver the messages.
+        announcements, then `also`, then the card's redraw), the `audit` events that record
+        it and the timers of the windows it starts or moves in one transaction, carry out its
+        other effects in order, and deliver the messages.
         A decision that changes nothing writes its messages and events on their own. `ahead`:
         what its reviews read on GitHub before they post, read before the lock (a look's)."""
         # The gate reads a stage's figures itself, without the rollout's lock.
@@ -215,6 +226,10 @@ class EffectRunner:
         ]
         messages.extend(also)
         changed = rollout != before
+        # The timer of a window it starts or moves is written with its save: one lost after it
+        # left the window with no timer to end it, and its stage evaluating for good once a
+        # Re-evaluate saved it so (`docs/reliability.md`). A look writes it again, unsaved.
+        windows = [e for e in decision.effects if changed and isinstance(e, ScheduleWindow)]
         # An approval goes to GitHub only once the rollout is checked still as read (a stop
         # saved since must fail it). One asked again (GitHub failed it) changes nothing: checked,
         # not saved, so that a person's action decided meanwhile is not refused for it.
@@ -230,13 +245,17 @@ class EffectRunner:
                 rerun = any(e.action == "rerun_failure_job" and e.result == "ok" for e in trail)
                 if not rerun or not await self.outbox.store.kept(rollout.id, SUMMARY):
                     messages.append(summary(rollout))
-            rollout = await acted(self.store.save(rollout, outbox=messages, audit=audit))
+            timers = [window_timer_of(rollout.id, window, plan) for window in windows]
+            saving = self.store.save(rollout, outbox=messages, audit=audit, timers=timers)
+            rollout = await acted(saving)
+            if timers:
+                self.on_timer_scheduled()
         else:
             if messages:
                 await self.outbox.add(messages)
             if audit:
                 await self.audit.add(audit)
-        left = list(decision.effects)
+        left = [effect for effect in decision.effects if effect not in windows]
         refused: list[tuple[Review, GitHubError]] = []
         overtaken: list[Review] = []
         try:
@@ -249,7 +268,7 @@ class EffectRunner:
                 del left[0]
         except Exception:
             if changed:  # saved: the request acting under a claim did it, what is left owed
-                saved_then_failed(owed_after(before, left))
+                saved_then_failed(owed_after(left))
             raise
         if messages:
             await self.outbox.flush(rollout.id, known=(rollout, plan))
@@ -265,17 +284,8 @@ class EffectRunner:
         (`bot.services.reviews`)."""
         if isinstance(effect, Review):
             return await refusal_of(self, rollout, effect, ahead)
-        if isinstance(effect, ScheduleWindow):
-            # Fired `settle` after the window's end (its key and payload name the end):
-            # the figures the window's last minutes send late are in by then.
-            await self.window_timer(
-                rollout,
-                key=effect.timer_key(rollout.id),
-                track=effect.track,
-                stage=effect.stage,
-                ends=effect.due_at,
-                due=effect.due_at + settle_of(plan.track(effect.track).metrics),
-            )
+        if isinstance(effect, ScheduleWindow):  # a running window's, written again (unsaved)
+            await self.window_timer(rollout, window_timer_of(rollout.id, effect, plan))
         elif isinstance(effect, CancelWindow):
             await self.timers.cancel(
                 key=effect.timer_key(rollout.id),
@@ -285,28 +295,17 @@ class EffectRunner:
             warn_github_skewed(rollout, effect)
         return None
 
-    async def window_timer(
-        self,
-        rollout: Rollout,
-        *,
-        key: str,
-        track: str,
-        stage: str,
-        ends: datetime,
-        due: datetime,
-        kind: str = WINDOW_TIMER,
-    ) -> None:
-        """Write (once per `key`) the timer that closes the window of `stage` ending at `ends`,
-        to fire at `due` (or, of `kind` `EARLY_GATE_TIMER`, that backs a failing verdict on it
-        while it runs)."""
+    async def window_timer(self, rollout: Rollout, timer: NewTimer) -> None:
+        """Write (once per key), on its own, a `timer` of `rollout` that closes a window
+        (`window_timer_of`, a backstop) or backs a failing verdict on it (`EARLY_GATE_TIMER`)."""
         await self.timers.schedule(
-            key=key,
-            kind=kind,
-            due_at=due,
+            key=timer.key,
+            kind=timer.kind,
+            due_at=timer.due_at,
             now=self.clock(),
             rollout_id=rollout.id,
             service=rollout.service,
-            payload=machine.window_timer_payload(track, stage, ends),
+            payload=timer.payload,
         )
         self.on_timer_scheduled()
 

@@ -23,14 +23,20 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any, Protocol
 
 from bot.domain.controls import Control
 from bot.domain.errors import InvalidCommand, NotAuthorized
 from bot.domain.freeze import LANE_FREEZE, Freeze, LaneHold
 from bot.domain.freeze_all import LanesTold, elsewhere, frozen_elsewhere, unfrozen_elsewhere
-from bot.services.freeze_all_told import tell_scheduled_later
-from bot.services.lane_controls import Froze, LaneControls, freeze_in_force
+from bot.services.lane_controls import (
+    Froze,
+    LaneControls,
+    freeze_in_force,
+    tell_lifted_later,
+    tell_scheduled_later,
+)
 from bot.services.outbox_messages import lanes_notice
 from bot.services.records import NewAuditEvent, NewMessage, NewTimer, Told
 from bot.services.requests import Entry, Origin, current_entry
@@ -57,6 +63,7 @@ class AllLanes(Protocol):
         *,
         now: datetime,
         told: Told,
+        timer: Callable[[LaneHold], NewTimer | None],
     ) -> list[LaneHold]: ...
 
 
@@ -172,11 +179,6 @@ class FreezeAll:
                     "Nothing to unfreeze: no service has a `/rollout freeze` in force (a "
                     "calendar freeze in a plan stays: override it per rollout)."
                 )
-            # What each holds is read before anything is lifted (their threads are told).
-            before = {}
-            for one in frozen:
-                active = await one.rollouts.active()
-                before[one.lane.service] = (active, await one.lane.held_then(active))
             names = [one.lane.service for one in self.each]
             base: dict[str, Any] = {**entry.detail, "all": names}
             entry.detail.update(base)
@@ -195,19 +197,18 @@ class FreezeAll:
             notices = _Notices(
                 lambda lifted: unfrozen_elsewhere(channels, typed_in, origin.actor, lifted)
             )
+            # What each held is told by a timer per freeze lifted, written with the removals
+            # (`bot.services.freeze_lifted`).
+            lifted = partial(tell_lifted_later, by=origin.actor, at=now)
             removed = await self.lanes.release_all(
-                LANE_FREEZE, services, audited, now=now, told=notices
+                LANE_FREEZE, services, audited, now=now, told=notices, timer=lifted
             )
             if not removed:  # lifted by someone else since it was read
                 raise InvalidCommand("Nothing to unfreeze: the freezes were lifted meanwhile.")
             entry.recorded = True
+            for one in frozen:
+                one.rollouts.effects.timers_changed()
             await notices.send(self.here)
-            by_service = {one.lane.service: one for one in frozen}
-            for lifted in removed:
-                one = by_service[lifted.service]
-                active, held = before[lifted.service]
-                await one.tell_lifted(origin.actor, lifted, active, held)
-                await one.tell_held(origin.actor, lifted, since=now)
             untouched = tuple(name for name in names if name not in services)
             still = []
             for one in self.each:

@@ -1,30 +1,22 @@
-"""The threads of the scheduled dispatches a `/rollout freeze --all` will hold, told by a durable
-timer (`FREEZE_ALL_TOLD_TIMER`, one per service) written in the same transaction as the freezes
-(`bot.services.freeze_all`): a failure, a crash or a restart once the freezes are saved delays
-the telling (the scheduler retries it, on any replica), and each thread is told once (its claim
-and its reply are one write)."""
+"""The threads of the scheduled dispatches a `/rollout freeze` (one service's, or `--all`) will
+hold, told by a durable timer (`FREEZE_ALL_TOLD_TIMER`, one per service) written in the same
+transaction as the freeze (`bot.services.lane_controls.tell_scheduled_later`): a failure, a
+crash or a restart once the freeze is saved delays the telling (the scheduler retries it, on
+any replica), and each thread is told once (its claim and its reply are one write)."""
 
 from __future__ import annotations
 
 import logging
 
-from bot.domain.freeze import LaneHold
-from bot.domain.freeze_all import FREEZE_ALL_TOLD_TIMER, thread_told_key, told_freeze, told_timer
+from bot.domain.freeze_all import thread_told_key, told_freeze
 from bot.domain.reasons import Reason
 from bot.domain.rollout import ScheduleFrozen
 from bot.services.freeze_ends import OnceOutbox
 from bot.services.lane_controls import LaneControls
 from bot.services.outbox_messages import told
-from bot.services.records import NewMessage, NewTimer, Timer
+from bot.services.records import NewMessage, Timer
 
 log = logging.getLogger(__name__)
-
-
-def tell_scheduled_later(hold: LaneHold) -> NewTimer:
-    """The timer, due at once, that tells the threads of the scheduled dispatches `hold` (a
-    freeze just stored) will hold."""
-    key, payload = told_timer(hold)
-    return NewTimer(key=key, kind=FREEZE_ALL_TOLD_TIMER, due_at=hold.since, payload=payload)
 
 
 class FreezeAllTold:
@@ -37,8 +29,8 @@ class FreezeAllTold:
     async def on_timer(self, timer: Timer) -> None:
         """Tell each scheduled dispatch's thread the freeze will hold it, unless told already
         (a retry of the timer after a failure, or after a replica died as it wrote them)."""
-        actor, until = told_freeze(timer.payload or {})
-        held = await self._lane.scheduled_held_by(actor, until)
+        freeze, until = told_freeze(timer.payload or {})
+        held = await self._lane.scheduled_held_by(freeze, until)
         if not held:
             return
         said: list[NewMessage] = []
@@ -58,6 +50,4 @@ class FreezeAllTold:
         """Nothing waits on it (the freeze holds the dispatches all the same, `/rollout status`
         shows it, and an untold thread is told at its dispatch's time, when the freeze holds
         it): the log says which threads' telling gave up."""
-        log.error(
-            "the freeze --all timer %s gave up telling its threads: %s", timer.key, reason.text
-        )
+        log.error("the freeze timer %s gave up telling its threads: %s", timer.key, reason.text)

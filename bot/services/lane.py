@@ -8,7 +8,7 @@ the database (`storage.lane_holds`), so every replica and a restarted bot see th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
@@ -37,6 +37,7 @@ from bot.domain.plan import RolloutPlan, TwoPersonAction
 from bot.domain.rollout import Phase, Rollout, TrackState
 from bot.domain.service import DEFAULT_SERVICE
 from bot.services.ports import Clock
+from bot.services.records import NewTimer
 from bot.services.requests import current_entry
 
 
@@ -45,9 +46,20 @@ class LaneHolds(Protocol):
 
     async def current(self) -> list[LaneHold]: ...
     async def take(
-        self, hold: LaneHold, *, replace: bool = False, later: bool = False
+        self,
+        hold: LaneHold,
+        *,
+        replace: bool = False,
+        later: bool = False,
+        timer: NewTimer | None = None,
     ) -> LaneHold: ...
-    async def release(self, kind: str, *, actor: str | None = None) -> LaneHold | None: ...
+    async def release(
+        self,
+        kind: str,
+        *,
+        actor: str | None = None,
+        timer: Callable[[LaneHold], NewTimer | None] = ...,
+    ) -> LaneHold | None: ...
     async def forget_ended(self) -> int: ...
 
     # Here rather than in ports.py, which is at the 400-line limit.
@@ -210,12 +222,16 @@ class ReleaseLane:
             return None
         return freeze
 
-    async def held_then(self, rollouts: Sequence[Rollout]) -> dict[str, Frozen]:
+    async def held_then(
+        self, rollouts: Sequence[Rollout], *, lifted: LaneHold | None = None
+    ) -> dict[str, Frozen]:
         """The scheduled dispatches a freeze known now will hold at their time (a freeze
         declared after they were scheduled, or a calendar window), by rollout id: the freeze,
         as the scheduled dispatch will judge it then (the rollout's override or roll-back pass
-        counted). A lock is left out: it is judged at the time, and may be gone by then."""
+        counted). A lock is left out: it is judged at the time, and may be gone by then.
+        `lifted`: a freeze just lifted, judged as if it were still held (what it held)."""
         holds = [hold for hold in await self.holds.current() if hold.kind != LANE_LOCK]
+        holds += [lifted] if lifted is not None else []
         held: dict[str, Frozen] = {}
         completions: list[TrackCompletion] | None = None
         for rollout in rollouts:

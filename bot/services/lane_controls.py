@@ -15,7 +15,6 @@ from functools import partial
 from bot.domain.controls import CardRef, Control, describe
 from bot.domain.errors import InvalidCommand, NotAuthorized
 from bot.domain.freeze import (
-    FREEZE_END_TIMER,
     LANE_FREEZE,
     LANE_LOCK,
     Freeze,
@@ -24,23 +23,21 @@ from bot.domain.freeze import (
     Locked,
     lock_of,
 )
-from bot.domain.freeze_until import freeze_end
-from bot.domain.rollout import (
-    Event,
-    FreezeEnded,
-    FreezeLiftedHolding,
-    FreezeOverridden,
-    Rollout,
-    ScheduleFrozen,
-    held_by_freezes,
+from bot.domain.freeze_all import (
+    FREEZE_ALL_TOLD_TIMER,
+    FREEZE_LIFTED_TIMER,
+    lifted_timer,
+    told_timer,
 )
+from bot.domain.freeze_until import freeze_end
+from bot.domain.rollout import FreezeOverridden, Rollout
 from bot.domain.schedule import Schedule, ZoneNeeded, start_schedule, zone_named
 from bot.domain.text import shown
 from bot.services.access import Access
 from bot.services.exactly_once import ExactlyOnce
-from bot.services.freeze_ends import FreezeEnds, dispatch_frozen, rewatch
 from bot.services.lane import LaneClosed, ReleaseLane
 from bot.services.ports import Clock
+from bot.services.records import NewTimer
 from bot.services.requests import Origin, current_entry, fill
 from bot.services.rollouts import RolloutService
 
@@ -192,8 +189,14 @@ class LaneControls:
             end, zone = await self.freeze_end_of(origin.actor, until, now)
             asked = LaneHold(LANE_FREEZE, origin.actor, reason, now, end, service=self.lane.service)
             assert asked.until is not None
-            in_force = await self.lane.holds.take(asked, later=True)
+            # The threads its freeze will hold are told by a timer written with it, as
+            # `--all`'s are (`bot.services.freeze_all_told`): a fault once it is saved delays
+            # their telling, never repeats it, and never answers the person with an error.
+            told = tell_scheduled_later(asked)
+            in_force = await self.lane.holds.take(asked, later=True, timer=told)
             assert in_force.until is not None
+            if in_force == asked:
+                self.rollouts.effects.timers_changed()
             current = current_entry.get()
             if current is not None:
                 current.detail.update(reason=reason, until=asked.until.isoformat())
@@ -205,8 +208,6 @@ class LaneControls:
                         kept_by=in_force.actor,
                         kept_until=in_force.until.isoformat(),
                     )
-            if in_force == asked:
-                await self.tell_scheduled(asked)
             return Froze(asked, in_force, (await self.lane.state()).freeze, zone)
 
     async def freeze_end_of(
@@ -223,92 +224,29 @@ class LaneControls:
             zone = zone_named(name, example=f"{shown(until).replace(' ', 'T')}+01:00")
             return freeze_end(until, now, zone), name
 
-    async def tell_scheduled(self, freeze: LaneHold) -> None:
-        """Tell the thread of each scheduled dispatch that `freeze`, just declared, will hold
-        at its time (`/rollout status` says it too)."""
-        assert freeze.until is not None
-        for rollout, held in await self.scheduled_held_by(freeze.actor, freeze.until):
-            await self.rollouts.effects.tell(rollout, ScheduleFrozen(held))
-
-    async def scheduled_held_by(self, actor: str, until: datetime) -> list[tuple[Rollout, Frozen]]:
-        """The scheduled dispatches the freeze by `actor` until `until` will hold at their
-        time, each with how it holds it."""
+    async def scheduled_held_by(self, freeze: str, until: datetime) -> list[tuple[Rollout, Frozen]]:
+        """The scheduled dispatches the freeze `freeze` (its `Freeze.key`) until `until` will
+        hold at their time, each with how it holds it."""
         active = await self.rollouts.active()
         return [
             (next(r for r in active if r.id == rollout_id), held)
             for rollout_id, held in (await self.lane.held_then(active)).items()
-            if (held.freeze.actor, held.freeze.until) == (actor, until)
+            if (held.freeze.key, held.freeze.until) == (freeze, until)
         ]
-
-    async def tell_lifted(
-        self, actor: str, lifted: LaneHold, active: list[Rollout], held: dict[str, Frozen]
-    ) -> None:
-        """Tell the thread of each scheduled dispatch that `lifted` was to hold (as told when
-        it was declared) and nothing holds now that it goes then."""
-        now_held = await self.lane.held_then(active)
-        for rollout in active:
-            was = held.get(rollout.id)
-            if was is None or rollout.id in now_held:
-                continue
-            if (was.freeze.actor, was.freeze.until) == (lifted.actor, lifted.until):
-                await self.rollouts.effects.tell(rollout, ScheduleFrozen(was, lifted_by=actor))
-
-    async def tell_held(self, actor: str, lifted: LaneHold, *, since: datetime) -> None:
-        """Tell the thread of each rollout a freeze held (`promote: auto` stages held for a
-        Promote, a scheduled dispatch that did not go) that the freeze was lifted and what
-        still waits for a person: nothing ships by itself when a freeze ends. The freeze still
-        holding that rollout (its override and roll-back pass counted), if any, is named, and
-        its end watched instead of the lifted one's. With nothing holding it any more, this is
-        the end of its hold, told once: not what a watch of the freeze's end firing since the
-        unfreeze began (`since`) told already, nor again by it. Each rollout is read again
-        once its watches are cancelled: a hold saved after the first read, whose gate found
-        the watch still pending (nothing more to set, `watch_after_hold`), is told here."""
-        effects = self.rollouts.effects
-        for seen, seen_plan in await self.rollouts.active_with_plans():
-            if not held_by_freezes(seen, seen_plan) and dispatch_frozen(seen) is None:
-                continue
-            still = await rewatch(effects, self.lane, seen)
-            rollout, plan = await effects.with_plan(seen.id)
-            held, dispatch_at = held_by_freezes(rollout, plan), dispatch_frozen(rollout)
-            if not held and dispatch_at is None:  # moved on meanwhile (a Promote, a stop)
-                continue
-            lifted_holding = partial(self._lifted_event, actor, lifted, still)
-            # Where a freeze's end is told once per hold: an unfreeze racing the end's timer
-            # tells what it did not (the timers' handler, `bot.services.freeze_ends`).
-            ends = self.rollouts.handler_of(FREEZE_END_TIMER)
-            if still is None and isinstance(ends, FreezeEnds):
-                watches = await ends.watches_since(rollout, since)
-                await ends.tell_once(rollout, plan, lifted_holding, watches=watches, unless=watches)
-            elif held or still is None:
-                await effects.tell(rollout, lifted_holding(held, dispatch_at))
-
-    def _lifted_event(
-        self,
-        actor: str,
-        lifted: LaneHold,
-        still: Freeze | None,
-        stages: tuple[str, ...],
-        dispatch_at: datetime | None,
-    ) -> Event:
-        """What a rollout's thread is told of `lifted`: its held `stages` (the freeze `still`
-        holding them, if any), else the end of the hold of its scheduled dispatch."""
-        if stages:
-            return FreezeLiftedHolding(actor, lifted.actor, stages, still)
-        return FreezeEnded(self.clock(), dispatch_at=dispatch_at)
 
     async def unfreeze(self, origin: Origin) -> LaneHold:
         async with self.access.audited(origin, Control.UNFREEZE):
             await self._admitted(origin, Control.UNFREEZE)
             now = self.clock()
+            # Decided before anything is removed: a refused unfreeze changes nothing. The
+            # threads of what it held are told by a timer written with the removal
+            # (`bot.services.freeze_lifted`): a fault once it is lifted delays them, never
+            # repeats them, and never answers the person with an error.
             in_force = freeze_in_force(await self.lane.holds.current(), now)
-            # The scheduled dispatches it holds are read before it is lifted (their threads are
-            # told). Decided before anything is removed: a refused unfreeze changes nothing.
-            active = await self.rollouts.active() if in_force else []
-            held = await self.lane.held_then(active)
-            removed = await self.lane.holds.release(LANE_FREEZE) if in_force else None
+            told = partial(tell_lifted_later, by=origin.actor, at=now)
+            removed = await self.lane.holds.release(LANE_FREEZE, timer=told) if in_force else None
             if removed is not None:
-                await self.tell_lifted(origin.actor, removed, active, held)
-                await self.tell_held(origin.actor, removed, since=now)
+                self.rollouts.effects.timers_changed()
                 current = current_entry.get()
                 if current is not None:
                     until = removed.until.isoformat() if removed.until else None
@@ -370,6 +308,20 @@ class LaneControls:
     async def _admitted(self, origin: Origin, control: Control) -> None:
         await self.access.admit(origin, control)
         await self.once.delivery(origin, control)
+
+
+def tell_scheduled_later(hold: LaneHold) -> NewTimer:
+    """The timer, due at once, that tells the threads of the scheduled dispatches `hold` (a
+    freeze just stored) will hold at their time (`bot.services.freeze_all_told`)."""
+    key, payload = told_timer(hold)
+    return NewTimer(key=key, kind=FREEZE_ALL_TOLD_TIMER, due_at=hold.since, payload=payload)
+
+
+def tell_lifted_later(lifted: LaneHold, *, by: str, at: datetime) -> NewTimer:
+    """The timer, due at once, that tells the threads of the rollouts `lifted` (a freeze `by`
+    someone lifted `at`) held (`bot.services.freeze_lifted`)."""
+    key, payload = lifted_timer(lifted, by=by, at=at)
+    return NewTimer(key=key, kind=FREEZE_LIFTED_TIMER, due_at=at, payload=payload)
 
 
 def freeze_in_force(holds: list[LaneHold], now: datetime) -> bool:

@@ -63,7 +63,8 @@ Told = Callable[[list[LaneHold]], Sequence[NewMessage]]
 
 @dataclass(frozen=True, slots=True)
 class NewTimer:
-    """A durable timer to write with the rollout it belongs to (a scheduled dispatch)."""
+    """A durable timer to write with the rollout it belongs to (a scheduled dispatch, a
+    window's end) or on its own (`EffectRunner.window_timer`)."""
 
     key: str
     kind: str

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from bot.domain import rollout as machine
@@ -25,7 +26,8 @@ from bot.domain.errors import ConcurrentChange, GitHubError
 from bot.domain.plan import RolloutPlan
 from bot.domain.protection_rules import RuleRequest
 from bot.domain.rollout import Announce, Review, Rollout
-from bot.domain.rollout.events import ApprovalOvertaken
+from bot.domain.rollout.events import ApprovalOvertaken, RejectionOvertaken
+from bot.domain.run import RunSnapshot
 from bot.services.outbox_messages import told
 from bot.services.ports import ReviewAhead, ReviewState
 from bot.services.records import BOT
@@ -36,12 +38,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OVERTAKEN = "approval_overtaken"
-"""The audit action of an ending told as an approval a re-run overtook (`tell_overtaken`), and
-the action of the claim of that line told after another replica's ending (`overtaken_key`)."""
+"""The audit action of an ending told as a review (an approval, a stopped track's rejection) a
+re-run overtook (`tell_overtaken`), and the action of the claim of that line told after
+another replica's ending (`overtaken_key`)."""
 
 
 def overtaken_key(rollout_id: str, attempt: int) -> str:
-    """The claim that the rollout's thread was told its approval a re-run (`attempt`)
+    """The claim that the rollout's thread was told its review a re-run (`attempt`)
     overtook, after another replica's look ended the rollout first: once, any replica."""
     return f"{OVERTAKEN}:{rollout_id}:{attempt}"
 
@@ -106,20 +109,21 @@ async def refusal_of(
     effects: EffectRunner, rollout: Rollout, review: Review, ahead: ReviewAhead | None
 ) -> tuple[Review, GitHubError] | Review | None:
     """Carry out a saved decision's review (`ahead`: see `send_review`): the review with
-    GitHub's error when GitHub refused or failed it; the review alone when it is an approval
-    GitHub took while the run was re-run (`overtaken`); None: taken, or not waiting."""
+    GitHub's error when GitHub refused or failed it; the review alone when GitHub took it while
+    the run was re-run (`overtaken`); None: taken, or not waiting."""
     try:
         sent = await send_review(effects, rollout, review, strict=True, ahead=ahead)
     except GitHubError as error:  # recorded, and asked again by the next reconcile
         return review, error
-    return review if sent and review.approve and await overtaken(effects, rollout) else None
+    return review if sent and await overtaken(effects, rollout) else None
 
 
 async def overtaken(effects: EffectRunner, rollout: Rollout) -> bool:
     """Whether the run was re-run past the attempt the rollout follows, read back once GitHub
-    took an approval decided on it: the attempt was read just before it was sent, but GitHub's
-    review names no attempt, and a re-run landing meanwhile takes it. Unread, the rollout's
-    next look finds the re-run (told as one not followed)."""
+    took a review decided on it: the attempt was read just before it was sent, but GitHub's
+    review names no attempt, and a re-run landing meanwhile takes it (an approval), or waits
+    there again (a rejection that reached the attempt followed). Unread, the rollout's next
+    look finds the re-run (told as one not followed)."""
     if rollout.run_id is None or rollout.attempt is None:
         return False
     try:
@@ -130,12 +134,11 @@ async def overtaken(effects: EffectRunner, rollout: Rollout) -> bool:
     if latest <= rollout.attempt:
         return False
     log.warning(
-        "run %s was re-run (attempt %s) while the approval decided on attempt %s was sent: "
-        "GitHub took it, and may have applied it to attempt %s",
+        "run %s was re-run (attempt %s) while a review decided on attempt %s was sent: "
+        "GitHub took it, and may have applied it to either",
         rollout.run_id,
         latest,
         rollout.attempt,
-        latest,
     )
     return True
 
@@ -143,8 +146,9 @@ async def overtaken(effects: EffectRunner, rollout: Rollout) -> bool:
 async def tell_overtaken(
     effects: EffectRunner, rollout: Rollout, plan: RolloutPlan, review: Review
 ) -> Rollout:
-    """End the rollout whose approval `review` a re-run overtook (`overtaken`), its thread
-    told so once: the ending is saved with it. One another replica's look ended first (as a
+    """End the rollout whose review `review` a re-run overtook (`overtaken`), its thread told
+    so once: the ending is saved with it. A rejection's environment the re-run's job waits at
+    is rejected there too first (`reject_again`). One another replica's look ended first (as a
     re-run not followed) is told it as well, unless that ending was this same one
     (`approval_overtaken` in the audit trail), once however many replicas read the re-run back
     (the line's claim). The rollout after."""
@@ -156,22 +160,33 @@ async def tell_overtaken(
         return rollout
     detail = {"environment": review.environment, "attempt": snapshot.attempt}
     audit = effects.event(BOT, OVERTAKEN, "ok", rollout, detail, track=review.track)
-    first = machine.approval_overtaken(rollout, plan, snapshot, effects.clock(), review)
+    waits = snapshot.is_waiting(review.environment)
+    untaken = waits and not await on_rule(effects, rollout, review.environment)
+    rejected = False
+    if not review.approve and waits:  # a stopped track's: the stop stands on the re-run too
+        rejected = await reject_again(effects, rollout, snapshot, review)
+        snapshot = await read_again(effects, snapshot)
+
+    def overtaken_on(before: Rollout) -> machine.Decision:
+        return machine.review_overtaken(
+            before, plan, snapshot, effects.clock(), review, untaken=untaken, rejected=rejected
+        )
+
     said = [
         e.event
-        for e in first.effects
-        if isinstance(e, Announce) and isinstance(e.event, ApprovalOvertaken)
+        for e in overtaken_on(rollout).effects
+        if isinstance(e, Announce) and isinstance(e.event, ApprovalOvertaken | RejectionOvertaken)
     ]
 
     async def end() -> Rollout:
         now = await effects.get(rollout.id)
-        decision = machine.approval_overtaken(now, plan, snapshot, effects.clock(), review)
+        decision = overtaken_on(now)
         if decision.rollout != now:
-            # Audited only as told so: not when the approval reached the followed attempt.
+            # Audited only as told so: not when the review reached the followed attempt.
             return await effects.apply(now, decision, plan, audit=[audit] if said else [])
         trail = await effects.audit.list_for_rollout(rollout.id)
         if said and now.attempt == snapshot.attempt and all(e.action != OVERTAKEN for e in trail):
-            # Another replica that sent the same approval may be here too: the line's claim
+            # Another replica that sent the same review may be here too: the line's claim
             # and the line in one transaction, by whichever comes first.
             line = told(now, said[0], notifications=plan.notifications, failure=True)
             once = overtaken_key(rollout.id, snapshot.attempt)
@@ -182,6 +197,43 @@ async def tell_overtaken(
         return now
 
     return await effects.serialised(rollout.id, end)
+
+
+async def on_rule(effects: EffectRunner, rollout: Rollout, environment: str) -> bool:
+    """Whether the App's rule asked for `environment` on the rollout's run (answered or not):
+    the bot's answer there goes through the rule, and a job still waiting there after it may
+    wait for another of its protection rules. Otherwise (token mode) a review of the bot's
+    account is all that holds it: one still waiting was not reached by it."""
+    if effects.rule_requests is None or rollout.run_id is None:
+        return False
+    requests = await effects.rule_requests.for_run(rollout.run_id)
+    return any(request.named(environment) for request in requests)
+
+
+async def reject_again(
+    effects: EffectRunner, rollout: Rollout, snapshot: RunSnapshot, review: Review
+) -> bool:
+    """Reject `review`'s environment (a stopped track's: the stop stands) on the re-run's
+    attempt too, its job found waiting there (`snapshot`, read after a re-run overtook the
+    rejection): whether GitHub took it. The attempt is read again just before it is sent (a
+    later re-run: not sent)."""
+    again = replace(rollout, attempt=snapshot.attempt)
+    try:
+        return await send_review(effects, again, review, strict=True)
+    except GitHubError:
+        return False  # recorded; the thread says it still waits there
+
+
+async def read_again(effects: EffectRunner, snapshot: RunSnapshot) -> RunSnapshot:
+    """The run of `snapshot` read again after the bot's review of its attempt: what it did
+    (the job it rejected failed, and the rollback or kill-switch job that follows waits; one a
+    person approved first went on). `snapshot` when unread, or when re-run again."""
+    try:
+        again = await effects.read_run(snapshot.run_id)
+    except GitHubError as error:
+        log.warning("run %s not read again after a review: %s", snapshot.run_id, error.message)
+        return snapshot
+    return again if again.attempt == snapshot.attempt else snapshot
 
 
 async def tell_refused(

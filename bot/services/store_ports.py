@@ -50,6 +50,7 @@ class Rollouts(Protocol):
         *,
         outbox: Sequence[NewMessage] = (),
         audit: Sequence[NewAuditEvent] = (),
+        timers: Sequence[NewTimer] = (),
     ) -> Rollout: ...
 
     async def set_message_ts(

@@ -14,7 +14,6 @@ from bot.adapters.slack.mrkdwn import escape, person, slack_time
 from bot.domain.durations import format_duration
 from bot.domain.github_events import GitHubReported
 from bot.domain.rollout.events import (
-    ApprovalOvertaken,
     ApprovalRefused,
     FailureJobEnded,
     FailureJobRerun,
@@ -298,7 +297,7 @@ def run_readable_text(event: RunReadable) -> str:
 def rerun_not_followed_text(event: RerunNotFollowed) -> str:
     """The run was re-run before the bot saw the attempt it followed end: the rollout ends,
     each track where it was last seen, and nothing approves the new attempt's waits."""
-    before, run, tracks = _rerun_ended(event)
+    before, run, tracks = rerun_ended(event)
     waits = ", ".join(f"`{escape(name)}`" for name in event.waiting)
     waiting = (
         f"Attempt {event.attempt} waits at {waits} for the bot's answer, which does not come: "
@@ -315,31 +314,7 @@ def rerun_not_followed_text(event: RerunNotFollowed) -> str:
     )
 
 
-def approval_overtaken_text(event: ApprovalOvertaken) -> str:
-    """The run was re-run while the bot's approval was on its way, and GitHub took it: it may
-    have approved the new attempt's job there, unwatched; the rollout ends, and what to do."""
-    rerun = event.rerun
-    before, run, tracks = _rerun_ended(rerun)
-    where = f"`{escape(event.environment)}`"
-    if event.waits:
-        now = f"Attempt {rerun.attempt} still waits at {where}: reject it or cancel the run"
-    else:
-        now = (
-            f"Attempt {rerun.attempt}'s job at {where} no longer waits: if it should not "
-            "deploy, cancel the run"
-        )
-    return (
-        f":warning: {run} was re-run on GitHub (attempt {rerun.attempt}) while the bot's "
-        f"approval of *{escape(event.what)}* ({escape(event.track)}), decided on attempt "
-        f"{before}, was on its way. GitHub took it, and its review names no attempt: it may "
-        f"have approved {where} on attempt {rerun.attempt}, which no gate of the bot's "
-        "watched. The bot does not follow a re-run, so this rollout ends here"
-        f"{': ' + tracks if tracks else ''}. {now} on GitHub (the run's page shows who "
-        f"approved what), and start a new rollout with `/rollout start {rerun.tag}`."
-    )
-
-
-def _rerun_ended(event: RerunNotFollowed) -> tuple[int, str, str]:
+def rerun_ended(event: RerunNotFollowed) -> tuple[int, str, str]:
     """The attempt the rollout followed, the run's link, and where each track ended."""
     run = f"<{event.run_url}|run {event.run_id}>"
     tracks = "; ".join(

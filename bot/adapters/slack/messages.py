@@ -9,7 +9,6 @@ from __future__ import annotations
 from bot.adapters.slack.audit_reasons import reason_mrkdwn
 from bot.adapters.slack.audit_reasons import recorded as recorded
 from bot.adapters.slack.github_words import (
-    approval_overtaken_text,
     approval_refused_text,
     failure_job_ended_text,
     github_reported_text,
@@ -36,6 +35,7 @@ from bot.adapters.slack.mrkdwn import escape
 from bot.adapters.slack.mrkdwn import message_link as message_link
 from bot.adapters.slack.mrkdwn import person as person
 from bot.adapters.slack.mrkdwn import slack_time as slack_time
+from bot.adapters.slack.overtaken_words import approval_overtaken_text, rejection_overtaken_text
 from bot.adapters.slack.schedule_words import held_then_text, schedule_event_text, went_late
 from bot.domain.controls import Control
 from bot.domain.durations import format_duration
@@ -268,6 +268,8 @@ def render(event: told.Event) -> str:
             return rerun_not_followed_text(event)
         case told.ApprovalOvertaken():
             return approval_overtaken_text(event)
+        case told.RejectionOvertaken():
+            return rejection_overtaken_text(event)
         case told.RerunUnconfirmed():
             return rerun_unconfirmed_text(event)
         case told.RunUnreadable():

@@ -93,7 +93,7 @@ from bot.domain.rollout.gating import (
     window_timer_dead,
 )
 from bot.domain.rollout.left import Left, TrackLeft, tracks_left
-from bot.domain.rollout.overtaken import approval_overtaken
+from bot.domain.rollout.overtaken import review_overtaken
 from bot.domain.rollout.reconcile import DISPATCH_SEARCH, reconcile
 from bot.domain.rollout.refused import approval_refused, review_failed
 from bot.domain.rollout.rerun import (
@@ -174,7 +174,6 @@ __all__ = [
     "TrackStopped",
     "TracksLeft",
     "abort",
-    "approval_overtaken",
     "approval_refused",
     "backstop_timer_key",
     "begin_dispatch",
@@ -215,6 +214,7 @@ __all__ = [
     "rerun_told",
     "rerun_unconfirmed",
     "review_failed",
+    "review_overtaken",
     "schedule_from_json",
     "schedule_to_json",
     "stages_held_by_freezes",

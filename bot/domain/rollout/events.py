@@ -23,6 +23,7 @@ from bot.domain.rollout.run_events import (
     PromotedOnGitHub,
     Redeploying,
     RejectedOnGitHub,
+    RejectionOvertaken,
     RerunNotFollowed,
     RerunUnconfirmed,
     ReviewUnanswered,
@@ -85,6 +86,7 @@ __all__ = [
     "Redeploying",
     "Reevaluated",
     "RejectedOnGitHub",
+    "RejectionOvertaken",
     "RerunNotFollowed",
     "RerunUnconfirmed",
     "ReviewUnanswered",
@@ -156,4 +158,5 @@ Event = (
     | ApprovalRefused
     | ReviewUnanswered
     | ApprovalOvertaken
+    | RejectionOvertaken
 )

@@ -199,6 +199,22 @@ class ApprovalOvertaken:
 
 
 @dataclass(frozen=True)
+class RejectionOvertaken:
+    """The run was re-run on GitHub while the bot's rejection of `what` (at `environment`) on
+    the stopped `track`, decided on the attempt the rollout followed, was on its way: GitHub
+    took it, but `rerun.attempt`'s job there waited (`waits`) or went past it (deploys what the
+    stop meant to stop). Said in place of `rerun` (the rollout ends as a re-run not followed);
+    `rejected`: the bot rejected the waiting job on `rerun.attempt` too, GitHub took it."""
+
+    rerun: RerunNotFollowed
+    track: str
+    what: str
+    environment: str
+    waits: bool
+    rejected: bool
+
+
+@dataclass(frozen=True)
 class RolloutEnded:
     tag: str
     tracks: tuple[tuple[str, TrackState], ...]
