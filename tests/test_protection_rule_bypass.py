@@ -9,12 +9,16 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sandbox_views import dispatched, holding, value_of
 from test_protection_rules import answers, app_box, both_held
 
+from bot.adapters.github.protection_rules import ProtectionRules
+from bot.domain.errors import GitHubError
 from bot.domain.rollout import Phase, Rollout, StageState
+from bot.domain.run import RunSnapshot
 from sandbox.harness import Sandbox
 
 pytestmark = pytest.mark.story
@@ -151,3 +155,29 @@ async def test_an_admin_bypass_after_a_promote_github_never_applied_is_told_as_a
         assert rollout.track("relay").stage("half").state is StageState.PENDING
 
         await told_as_a_bypass(box, rollout)
+
+
+async def test_a_bypass_let_go_by_a_look_that_failed_after_it_is_still_told_as_a_bypass(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The look that lets the bypassed request go may fail after it (a later read of GitHub's,
+    or its replica gone), or be overtaken by another look: the request is closed already when
+    the run is read again, and the look acted on still tells the bypass, not a start "without
+    the bot"."""
+    async with app_box(tmp_path, database_url) as box:
+        await dispatched(box)
+        await box.wait_until(holding("relay", "canary"))
+        holding_of = ProtectionRules.holding
+        failed: list[frozenset[str]] = []
+
+        async def then_fails(rules: ProtectionRules, *args: Any, **kwargs: Any) -> RunSnapshot:
+            snapshot = await holding_of(rules, *args, **kwargs)
+            if snapshot.bypassed and not failed:
+                failed.append(snapshot.bypassed)
+                raise GitHubError("GitHub answered 502 when asked to list the deployments")
+            return snapshot
+
+        monkeypatch.setattr(ProtectionRules, "holding", then_fails)
+
+        await told_as_a_bypass(box, await box.rollout())
+        assert failed == [frozenset({"relay-rollout-50"})]

@@ -141,8 +141,12 @@ class ProtectionRules:
         admin started the job past its protection rules). Left open, such a request would be
         answered later, by a click, a stop, or on a re-run of the run whose job asks again at
         that environment (the callback names the run and the environment only), or offered on
-        a card once the rollout ended."""
+        a card once the rollout ended. One let go already (by a look that failed or was
+        overtaken after it, here or on another replica) is among `bypassed` still, as long
+        as it is its environment's latest request: the look acted on tells the bypass too."""
         moved = [r for r in known if r.open and self._moved_on(r, snapshot)]
+        latest = {r.environment.casefold(): r for r in known}
+        gone = [r for r in latest.values() if r.answer == "gone" and self._moved_on(r, snapshot)]
         for request in moved:
             closed = await self.requests.close(
                 run_id=request.run_id,
@@ -167,7 +171,9 @@ class ProtectionRules:
                 )
         return replace(
             snapshot,
-            bypassed=frozenset(r.environment for r in moved if r.sent is None),
+            bypassed=frozenset(
+                {r.environment for r in moved if r.sent is None} | {r.environment for r in gone}
+            ),
             applied_unseen=frozenset(r.environment for r in moved if r.sent is not None),
         )
 
