@@ -280,8 +280,8 @@ class EffectRunner:
         self, rollout: Rollout, effect: Effect, plan: RolloutPlan, ahead: ReviewAhead | None
     ) -> tuple[Review, GitHubError] | Review | None:
         """One effect of a saved decision, in its order (a review's failure is recorded); a
-        review GitHub refused or failed, with its error, or an approval a re-run overtook
-        (`bot.services.reviews`)."""
+        review GitHub refused or failed, with its error, or a review (an approval, a stopped
+        track's rejection) GitHub took that a re-run overtook (`bot.services.reviews`)."""
         if isinstance(effect, Review):
             return await refusal_of(self, rollout, effect, ahead)
         if isinstance(effect, ScheduleWindow):  # a running window's, written again (unsaved)

@@ -161,7 +161,8 @@ async def tell_overtaken(
     detail = {"environment": review.environment, "attempt": snapshot.attempt}
     audit = effects.event(BOT, OVERTAKEN, "ok", rollout, detail, track=review.track)
     waits = snapshot.is_waiting(review.environment)
-    untaken = waits and not await on_rule(effects, rollout, review.environment)
+    # An approval's only: what the App's rule holds may wait for another of its rules.
+    untaken = review.approve and waits and not await on_rule(effects, rollout, review.environment)
     rejected = False
     if not review.approve and waits:  # a stopped track's: the stop stands on the re-run too
         rejected = await reject_again(effects, rollout, snapshot, review)

@@ -28,7 +28,7 @@ def review_overtaken(
     review: Review,
     *,
     untaken: bool,
-    rejected: bool = False,
+    rejected: bool,
 ) -> Decision:
     """GitHub took the bot's review `review`, decided on the attempt `rollout` follows, and
     `snapshot` (read after it) shows the run re-run since: the rollout ends as a re-run not
