@@ -310,18 +310,20 @@ async def test_a_fault_telling_one_services_threads_leaves_every_thread_told_onc
         assert "dispatch scheduled for" in started, started
     relay = box.services  # the first service's
     assert relay.service.name == "relay"
-    held_then, failed = relay.lane.held_then, []
+    held_then, failed = relay.lane.held_then, asyncio.Event()
 
     async def failing_once(rollouts: Sequence[Rollout]) -> dict[str, Frozen]:
-        if not failed:
-            failed.append(True)
+        if not failed.is_set():
+            failed.set()
             raise OperationalError("SELECT lane_holds", {}, ConnectionResetError("reset"))
         return await held_then(rollouts)
 
     monkeypatch.setattr(relay.lane, "held_then", failing_once)
     said = await box.command("freeze --all 48h INC-9 outage")
     assert f"<@{RELEASE_MANAGER}> froze deploys of every service" in said, said
-    assert failed and await frozen_services(holds) == sorted(NAMES)
+    assert await frozen_services(holds) == sorted(NAMES)
+    # The threads are told by a timer written with the freezes, a moment after the answer.
+    await asyncio.wait_for(failed.wait(), 30)
     await box.pass_time(timedelta(minutes=5))  # relay's telling is retried
     for channel in (RELEASE_CHANNEL, SEARCH_CHANNEL):
         await box.slack.wait_for(lambda c=channel: bool(thread_replies(box, c, "will be held")))
