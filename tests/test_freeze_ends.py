@@ -31,7 +31,9 @@ from test_scheduled_starts import preflight_card as scheduled_card
 from test_scheduled_starts import reach, sandbox, scheduled, told_in_thread
 
 from bot.domain.freeze import FREEZE_END_TIMER
+from bot.domain.freeze_all import FREEZE_LIFTED_TIMER
 from bot.domain.rollout import Phase, StageState
+from bot.services.records import Timer
 from sandbox.config import SandboxService
 from sandbox.harness import Sandbox
 from sandbox.plans import fast_plan
@@ -348,3 +350,35 @@ async def test_a_fault_as_an_unfreeze_cancels_the_lifted_freezes_watch_tells_the
         for watch in await timers.of_kind(kind=FREEZE_END_TIMER, due_since=start - WINDOW):
             await box.wait_for_timer(watch.key, lambda t: not t.is_pending)
         assert len(told(card, ENDED)) == 1, told(card, ENDED)
+
+
+async def test_an_unfreeze_whose_timer_gives_up_tells_the_end_as_lifted_not_at_the_old_end(
+    held_2h: tuple[Sandbox, ChannelMessage], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The unfreeze's timer fails every attempt (a database away for a quarter of an hour) and
+    gives up: the end of what the lifted freeze held is told then, as lifted when it was, once.
+    Before, the lifted freeze's watches were left as they were: the thread heard nothing until
+    the freeze's old end, an hour later, and was then told it ended at that time."""
+    box, card = held_2h
+    handler = box.services.rollouts.handler_of(FREEZE_LIFTED_TIMER)
+    assert handler is not None
+
+    async def failing(_: Timer) -> None:
+        raise OperationalError("SELECT rollouts", {}, ConnectionResetError("reset"))
+
+    monkeypatch.setattr(handler, "on_timer", failing)
+    assert "lifted the freeze" in await box.command("unfreeze", user=OTHER)
+    await outbox_emptied(box)
+    timers = box.services.rollouts.effects.timers
+    (lifted,) = await timers.of_kind(kind=FREEZE_LIFTED_TIMER, due_since=box.clock() - WINDOW)
+    async with asyncio.timeout(60):  # retried with backoff until it gives up
+        while (await box.wait_for_timer(lifted.key, lambda _: True)).dead_at is None:
+            await box.pass_time(timedelta(minutes=5))
+    at = datetime.fromisoformat(str((lifted.payload or {})["at"]))
+    said = await in_thread(box, card, ENDED)
+    assert f"{at:%Y-%m-%d %H:%M} UTC" in said and "*5% canary → 50%*" in said, said
+    await outbox_emptied(box)  # no jump while its post is on its way (posted again)
+    await box.pass_time(2 * WINDOW)  # the lifted freeze's old end
+    for watch in await timers.of_kind(kind=FREEZE_END_TIMER, due_since=at - WINDOW):
+        await box.wait_for_timer(watch.key, lambda t: not t.is_pending)
+    assert len(told(card, ENDED)) == 1, told(card, ENDED)

@@ -225,6 +225,36 @@ class FreezeEnds:
         log.error("the freeze-end timer %s gave up: %s", timer.key, reason.text)
 
 
+LIFTED = "lifted"
+"""The timer under a watch that tells the lifted freeze's end now (`end_lifted_watches`)."""
+
+
+async def end_lifted_watches(
+    effects: EffectRunner, service: str, freeze: str, *, at: datetime
+) -> None:
+    """The pending watches of the end of `service`'s `freeze` (its `Freeze.key`: alike for
+    each service of a `--all`), lifted `at` by an
+    unfreeze whose timer gave up before it cancelled them: each is replaced, in one write, by a
+    timer under the same watch due now that tells the end as `at` (or watches the freeze that
+    holds the rollout since), so a thread is told the end when the telling gave up, truthfully,
+    once; not at the lifted freeze's old end, as if it had lasted until then."""
+    now = effects.clock()
+    for watch in await effects.timers.of_kind(kind=FREEZE_END_TIMER, due_since=at):
+        mine = watch.service == service and watch.key.endswith(f":{freeze}")
+        if mine and watch.is_pending:
+            key, payload = hold_watch_timer(watch.key, LIFTED, at)
+            await effects.timers.schedule(
+                key=key,
+                kind=FREEZE_END_TIMER,
+                due_at=now,
+                now=now,
+                rollout_id=watch.rollout_id,
+                service=watch.service,
+                payload=payload,
+                cancel=[watch.key],
+            )
+
+
 async def rewatch(effects: EffectRunner, lane: ReleaseLane, rollout: Rollout) -> Freeze | None:
     """After a `/rollout unfreeze`, whose answer tells the rollout's thread: the freeze still
     holding it (returned, if any) is watched, and its other watches (of the lifted freeze's

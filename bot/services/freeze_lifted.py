@@ -23,7 +23,13 @@ from bot.domain.rollout import (
     ScheduleFrozen,
     held_by_freezes,
 )
-from bot.services.freeze_ends import FreezeEnds, OnceOutbox, dispatch_frozen, rewatch
+from bot.services.freeze_ends import (
+    FreezeEnds,
+    OnceOutbox,
+    dispatch_frozen,
+    end_lifted_watches,
+    rewatch,
+)
 from bot.services.lane_controls import LaneControls
 from bot.services.outbox_messages import told
 from bot.services.records import NewMessage, Timer
@@ -108,9 +114,14 @@ class FreezeLifted:
             await effects.outbox.send(said, written=True)
 
     async def on_timer_dead(self, timer: Timer, *, reason: Reason) -> None:
-        """Nothing waits on it (the freeze is lifted, and every held rollout waits for a
-        person either way): the log says which threads' telling gave up."""
+        """The log says which threads' telling gave up; the watches of the lifted freeze's end
+        it did not cancel tell that end now, as when it was lifted (`end_lifted_watches`), not
+        at its old end. A scheduled dispatch it was to hold learns at its time, when it goes."""
         log.error("the unfreeze timer %s gave up telling its threads: %s", timer.key, reason.text)
+        _, at, lifted = lifted_freeze(timer.payload or {}, timer.service)
+        effects = self._lane.rollouts.effects
+        ended = freeze_key(lifted.actor, lifted.since)
+        await end_lifted_watches(effects, timer.service, ended, at=at)
 
 
 def _lifted_event(
