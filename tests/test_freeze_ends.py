@@ -33,6 +33,7 @@ from test_scheduled_starts import reach, sandbox, scheduled, told_in_thread
 from bot.domain.freeze import FREEZE_END_TIMER
 from bot.domain.freeze_all import FREEZE_LIFTED_TIMER
 from bot.domain.rollout import Phase, StageState
+from bot.services.freeze_ends import FreezeEnds
 from bot.services.records import Timer
 from sandbox.config import SandboxService
 from sandbox.harness import Sandbox
@@ -382,3 +383,37 @@ async def test_an_unfreeze_whose_timer_gives_up_tells_the_end_as_lifted_not_at_t
     for watch in await timers.of_kind(kind=FREEZE_END_TIMER, due_since=at - WINDOW):
         await box.wait_for_timer(watch.key, lambda t: not t.is_pending)
     assert len(told(card, ENDED)) == 1, told(card, ENDED)
+
+
+async def test_an_unfreezes_timer_retried_after_the_lane_was_frozen_again_tells_the_lift_once(
+    held_2h: tuple[Sandbox, ChannelMessage], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The unfreeze's timer told the thread the lift (nothing holding the stages), then failed
+    (the database blinks on a later step) while the lane was frozen again: retried, it says
+    nothing more. Before, it told the lift a second time, naming the new freeze as holding."""
+    box, card = held_2h
+    ends = box.services.rollouts.handler_of(FREEZE_END_TIMER)
+    assert isinstance(ends, FreezeEnds)
+    tell_once, failed = ends.tell_once, []
+
+    async def then_failing(*args: Any, **kwargs: Any) -> bool:
+        said = await tell_once(*args, **kwargs)
+        if not failed:
+            failed.append(said)
+            raise OperationalError("SELECT rollouts", {}, ConnectionResetError("reset"))
+        return said
+
+    monkeypatch.setattr(ends, "tell_once", then_failing)
+    assert "lifted the freeze" in await box.command("unfreeze", user=OTHER)
+    await until_failed(box, failed)
+    await in_thread(box, card, "lifted the freeze")
+    await outbox_emptied(box)  # no jump while its post is on its way (posted again)
+    assert "froze deploys until" in await box.command("freeze 3h INC-9 again", user=OTHER)
+    (lifted,) = await box.services.rollouts.effects.timers.of_kind(
+        kind=FREEZE_LIFTED_TIMER, due_since=box.clock() - WINDOW
+    )
+    async with asyncio.timeout(60):  # retried once the backoff passed
+        while (await box.wait_for_timer(lifted.key, lambda _: True)).fired_at is None:
+            await box.pass_time(timedelta(minutes=1))
+    await outbox_emptied(box)
+    assert len(told(card, "lifted the freeze")) == 1, told(card, "lifted the freeze")

@@ -105,6 +105,16 @@ _DISPATCH = "dispatch"
 """The claim of a scheduled dispatch's hold, beside those of stages (`track:stage`)."""
 
 
+def _told_claims(
+    rollout: Rollout, plan: RolloutPlan, watches: Collection[str]
+) -> dict[str, list[str]]:
+    """The claims that the end of each of `watches` was told, by hold of `rollout` (`track:stage`
+    of its stages a freeze held, and its scheduled dispatch a freeze held)."""
+    holds = list(stages_held_by_freezes(rollout, plan))
+    holds += [_DISPATCH] if dispatch_frozen(rollout) is not None else []
+    return {hold: [hold_told_key(watch, hold) for watch in watches] for hold in holds}
+
+
 def dispatch_frozen(rollout: Rollout) -> datetime | None:
     """The time of the rollout's scheduled dispatch a freeze held (it waits in its preflight
     for a person), or None."""
@@ -181,9 +191,7 @@ class FreezeEnds:
         keys of the watches of the freeze that held them); whether anything was told."""
         stages = stages_held_by_freezes(rollout, plan)
         dispatch_at = dispatch_frozen(rollout)
-        groups = {hold: [hold_told_key(watch, hold) for watch in watches] for hold in stages}
-        if dispatch_at is not None:
-            groups[_DISPATCH] = [hold_told_key(watch, _DISPATCH) for watch in watches]
+        groups = _told_claims(rollout, plan, watches)
         said: list[NewMessage] = []
 
         def saying(new: list[str]) -> list[NewMessage]:
@@ -201,6 +209,13 @@ class FreezeEnds:
             current.detail.update(freeze_end_told_before=sorted(set(groups) - set(new)))
         await self.effects.outbox.send(said, written=True)
         return True
+
+    def told_claims(
+        self, rollout: Rollout, plan: RolloutPlan, watches: Collection[str]
+    ) -> list[str]:
+        """The claims of `tell_once` that the end of one of `watches` was told for a hold of
+        `rollout`: one claimed, that end (or a lift) was told in its thread."""
+        return [key for keys in _told_claims(rollout, plan, watches).values() for key in keys]
 
     async def watches_since(self, rollout: Rollout, since: datetime) -> list[str]:
         """The watches of `rollout`'s freeze ends still going at `since`: not fired nor

@@ -92,14 +92,26 @@ class FreezeLifted:
             # Where a freeze's end is told once per hold: an unfreeze racing the end's timer
             # tells what it did not (the timers' handler, `bot.services.freeze_ends`).
             ends = rollouts.handler_of(FREEZE_END_TIMER)
-            if still is None and isinstance(ends, FreezeEnds):
+            claims: list[str] = []
+            if isinstance(ends, FreezeEnds):
                 watches = await ends.watches_since(rollout, since)
-                await ends.tell_once(rollout, plan, lifted_holding, watches=watches, unless=watches)
-            elif held or still is None:
-                await self._once(f"{key}:held", [(rollout, lifted_holding(held, dispatch_at))])
+                if still is None:
+                    await ends.tell_once(
+                        rollout, plan, lifted_holding, watches=watches, unless=watches
+                    )
+                    continue
+                # A retry once a freeze holds it again says nothing when the lift (or the end)
+                # was told already, as nothing held it.
+                claims = ends.told_claims(rollout, plan, watches)
+            if held or still is None:
+                said = [(rollout, lifted_holding(held, dispatch_at))]
+                await self._once(f"{key}:held", said, unless=claims)
 
-    async def _once(self, key: str, events: Sequence[tuple[Rollout, Event]]) -> None:
-        """Tell each rollout's thread its event, unless the timer `key` told it already."""
+    async def _once(
+        self, key: str, events: Sequence[tuple[Rollout, Event]], *, unless: Sequence[str] = ()
+    ) -> None:
+        """Tell each rollout's thread its event, unless the timer `key` told it already, or a
+        claim of `unless` is taken."""
         said: list[NewMessage] = []
 
         def saying(new: list[str]) -> list[NewMessage]:
@@ -110,7 +122,8 @@ class FreezeLifted:
 
         effects = self._lane.rollouts.effects
         groups = {rollout.id: [thread_told_key(key, rollout.id)] for rollout, _ in events}
-        if groups and await self._outboxes.add_each_once(groups, saying, now=effects.clock()):
+        now = effects.clock()
+        if groups and await self._outboxes.add_each_once(groups, saying, now=now, unless=unless):
             await effects.outbox.send(said, written=True)
 
     async def on_timer_dead(self, timer: Timer, *, reason: Reason) -> None:
