@@ -353,6 +353,17 @@ async def test_a_fault_as_an_unfreeze_cancels_the_lifted_freezes_watch_tells_the
         assert len(told(card, ENDED)) == 1, told(card, ENDED)
 
 
+async def lifted_timer_when(box: Sandbox, holds: Callable[[Timer], bool]) -> Timer:
+    """The unfreeze's timer (`freeze_lifted`), once it `holds`: retried with backoff as the
+    clock moves (a few minutes at a time)."""
+    timers = box.services.rollouts.effects.timers
+    (lifted,) = await timers.of_kind(kind=FREEZE_LIFTED_TIMER, due_since=box.clock() - WINDOW)
+    async with asyncio.timeout(60):
+        while not holds(timer := await box.wait_for_timer(lifted.key, lambda _: True)):
+            await box.pass_time(timedelta(minutes=3))
+    return timer
+
+
 async def test_an_unfreeze_whose_timer_gives_up_tells_the_end_as_lifted_not_at_the_old_end(
     held_2h: tuple[Sandbox, ChannelMessage], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -370,11 +381,8 @@ async def test_an_unfreeze_whose_timer_gives_up_tells_the_end_as_lifted_not_at_t
     monkeypatch.setattr(handler, "on_timer", failing)
     assert "lifted the freeze" in await box.command("unfreeze", user=OTHER)
     await outbox_emptied(box)
+    lifted = await lifted_timer_when(box, lambda t: t.dead_at is not None)  # gave up
     timers = box.services.rollouts.effects.timers
-    (lifted,) = await timers.of_kind(kind=FREEZE_LIFTED_TIMER, due_since=box.clock() - WINDOW)
-    async with asyncio.timeout(60):  # retried with backoff until it gives up
-        while (await box.wait_for_timer(lifted.key, lambda _: True)).dead_at is None:
-            await box.pass_time(timedelta(minutes=5))
     at = datetime.fromisoformat(str((lifted.payload or {})["at"]))
     said = await in_thread(box, card, ENDED)
     assert f"{at:%Y-%m-%d %H:%M} UTC" in said and "*5% canary → 50%*" in said, said
@@ -409,11 +417,6 @@ async def test_an_unfreezes_timer_retried_after_the_lane_was_frozen_again_tells_
     await in_thread(box, card, "lifted the freeze")
     await outbox_emptied(box)  # no jump while its post is on its way (posted again)
     assert "froze deploys until" in await box.command("freeze 3h INC-9 again", user=OTHER)
-    (lifted,) = await box.services.rollouts.effects.timers.of_kind(
-        kind=FREEZE_LIFTED_TIMER, due_since=box.clock() - WINDOW
-    )
-    async with asyncio.timeout(60):  # retried once the backoff passed
-        while (await box.wait_for_timer(lifted.key, lambda _: True)).fired_at is None:
-            await box.pass_time(timedelta(minutes=1))
+    await lifted_timer_when(box, lambda t: t.fired_at is not None)  # retried, and done
     await outbox_emptied(box)
     assert len(told(card, "lifted the freeze")) == 1, told(card, "lifted the freeze")
