@@ -13,7 +13,7 @@ from datetime import datetime
 from functools import partial
 
 from bot.domain.freeze import FREEZE_END_TIMER, Freeze, LaneHold, freeze_key
-from bot.domain.freeze_all import lifted_freeze, thread_told_key
+from bot.domain.freeze_all import lifted_freeze
 from bot.domain.reasons import Reason
 from bot.domain.rollout import (
     Event,
@@ -23,10 +23,15 @@ from bot.domain.rollout import (
     ScheduleFrozen,
     held_by_freezes,
 )
-from bot.services.freeze_ends import FreezeEnds, OnceOutbox, dispatch_frozen, rewatch
+from bot.services.freeze_ends import (
+    FreezeEnds,
+    OnceOutbox,
+    dispatch_frozen,
+    rewatch,
+    tell_threads_once,
+)
 from bot.services.lane_controls import LaneControls
-from bot.services.outbox_messages import told
-from bot.services.records import NewMessage, Timer
+from bot.services.records import Timer
 
 log = logging.getLogger(__name__)
 
@@ -93,19 +98,7 @@ class FreezeLifted:
                 await self._once(f"{key}:held", [(rollout, lifted_holding(held, dispatch_at))])
 
     async def _once(self, key: str, events: Sequence[tuple[Rollout, Event]]) -> None:
-        """Tell each rollout's thread its event, unless the timer `key` told it already."""
-        said: list[NewMessage] = []
-
-        def saying(new: list[str]) -> list[NewMessage]:
-            for rollout, event in events:
-                if rollout.id in new:
-                    said.extend(told(rollout, event))
-            return said
-
-        effects = self._lane.rollouts.effects
-        groups = {rollout.id: [thread_told_key(key, rollout.id)] for rollout, _ in events}
-        if groups and await self._outboxes.add_each_once(groups, saying, now=effects.clock()):
-            await effects.outbox.send(said, written=True)
+        await tell_threads_once(self._lane.rollouts.effects, self._outboxes, key, events)
 
     async def on_timer_dead(self, timer: Timer, *, reason: Reason) -> None:
         """Nothing waits on it (the freeze is lifted, and every held rollout waits for a
