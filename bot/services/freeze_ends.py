@@ -36,6 +36,7 @@ from bot.domain.freeze import (
     hold_told_key,
     hold_watch_timer,
 )
+from bot.domain.freeze_all import thread_told_key
 from bot.domain.plan import RolloutPlan
 from bot.domain.reasons import Reason
 from bot.domain.rollout import Event, FreezeEnded, Phase, Rollout, stages_held_by_freezes
@@ -137,6 +138,31 @@ class OnceOutbox(Protocol):
         now: datetime,
         unless: Collection[str] = (),
     ) -> list[str]: ...
+
+
+async def tell_threads_once(
+    effects: EffectRunner,
+    outboxes: OnceOutbox,
+    key: str,
+    events: Sequence[tuple[Rollout, Event]],
+    *,
+    unless: Collection[str] = (),
+) -> None:
+    """Tell each rollout's thread its event, unless the timer `key` told it already (a retry
+    of the timer tells only those not told yet: each thread's claim and reply are one write),
+    or a claim of `unless` is taken (then nothing)."""
+    said: list[NewMessage] = []
+
+    def saying(new: list[str]) -> list[NewMessage]:
+        for rollout, event in events:
+            if rollout.id in new:
+                said.extend(told(rollout, event))
+        return said
+
+    groups = {rollout.id: [thread_told_key(key, rollout.id)] for rollout, _ in events}
+    now = effects.clock()
+    if groups and await outboxes.add_each_once(groups, saying, now=now, unless=unless):
+        await effects.outbox.send(said, written=True)
 
 
 @dataclass(kw_only=True, eq=False)

@@ -13,7 +13,7 @@ from datetime import datetime
 from functools import partial
 
 from bot.domain.freeze import FREEZE_END_TIMER, Freeze, LaneHold, freeze_key
-from bot.domain.freeze_all import lifted_freeze, thread_told_key
+from bot.domain.freeze_all import lifted_freeze
 from bot.domain.reasons import Reason
 from bot.domain.rollout import (
     Event,
@@ -29,10 +29,10 @@ from bot.services.freeze_ends import (
     dispatch_frozen,
     end_lifted_watches,
     rewatch,
+    tell_threads_once,
 )
 from bot.services.lane_controls import LaneControls
-from bot.services.outbox_messages import told
-from bot.services.records import NewMessage, Timer
+from bot.services.records import Timer
 
 log = logging.getLogger(__name__)
 
@@ -110,21 +110,8 @@ class FreezeLifted:
     async def _once(
         self, key: str, events: Sequence[tuple[Rollout, Event]], *, unless: Sequence[str] = ()
     ) -> None:
-        """Tell each rollout's thread its event, unless the timer `key` told it already, or a
-        claim of `unless` is taken."""
-        said: list[NewMessage] = []
-
-        def saying(new: list[str]) -> list[NewMessage]:
-            for rollout, event in events:
-                if rollout.id in new:
-                    said.extend(told(rollout, event))
-            return said
-
         effects = self._lane.rollouts.effects
-        groups = {rollout.id: [thread_told_key(key, rollout.id)] for rollout, _ in events}
-        now = effects.clock()
-        if groups and await self._outboxes.add_each_once(groups, saying, now=now, unless=unless):
-            await effects.outbox.send(said, written=True)
+        await tell_threads_once(effects, self._outboxes, key, events, unless=unless)
 
     async def on_timer_dead(self, timer: Timer, *, reason: Reason) -> None:
         """The log says which threads' telling gave up; the watches of the lifted freeze's end
