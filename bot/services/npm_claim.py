@@ -24,6 +24,7 @@ from bot.domain.controls import StaleCard
 from bot.domain.errors import GitHubError, RolloutError
 from bot.domain.npm import Walkthrough, clip_error
 from bot.domain.plan import NpmRelease
+from bot.services.acting import still_held
 from bot.services.exactly_once import ExactlyOnce
 from bot.services.npm_release import CLAIM_ACTION, MessageRef, ReleaseLooks
 from bot.services.ports import Clock, ReleaseGateway
@@ -37,6 +38,18 @@ class ReleaseAlreadyRunning(RolloutError):
     """This walkthrough already follows a Release run."""
 
     code = "release_already_running"
+
+
+class ClaimLost(Exception):
+    """A Release click's claim no longer lasts for its dispatch (`ReleaseClaimer.sending`):
+    nothing is sent."""
+
+
+class ReleaseNotSent(RolloutError):
+    """A Release click was held up past its claim, and the walkthrough went on without it:
+    nothing was sent."""
+
+    code = "release_not_sent"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,6 +86,43 @@ class ReleaseClaimer:
             "Release was already started from this walkthrough (on another replica): "
             "its result appears in step 5 when it ends."
         )
+
+    async def sending(self, claim: Claim) -> None:
+        """Awaited right before the click's dispatch is sent: `ClaimLost` unless its claim is
+        `still_held` (its own, with half its lease left). A click held up past its lease (a
+        stalled replica, a slow read of GitHub) would otherwise dispatch after its look gave
+        the claim up having found no run, or another click took Release over: two Releases."""
+        if not await still_held(self.claims, claim, now=self.clock()):
+            raise ClaimLost(claim.key)
+
+    def held_up(self, claim: Claim) -> str:
+        """Why a click whose claim was still its own, but ran out or nearly, sent nothing (it
+        gave the claim back: the click may be repeated)."""
+        until = self.once.when(claim.claimed_at + self.claims.lease)
+        return (
+            f"The bot was held up before it could send the dispatch, until little of the "
+            f"click's claim on Release (until {until}) was left: nothing was sent, so that it "
+            "cannot start a Release beside another click's. Click Release again."
+        )
+
+    async def not_sent(self, claim: Claim) -> ReleaseNotSent:
+        """What a click held up past its claim is told once the walkthrough went on without
+        it: its look gave the claim up (no run found), or another click holds it now."""
+        until = self.once.when(claim.claimed_at + self.claims.lease)
+        told = (
+            "Nothing was sent: the bot was held up before it could dispatch "
+            f"{self.npm.workflow} for this click until its claim on Release had run out (at "
+            f"{until}), and the walkthrough went on without it"
+        )
+        held = await self.claims.get(claim.key)
+        if held is None:
+            return ReleaseNotSent(
+                f"{told}: no run was found for it, as step 5 says. Click Release again to run it."
+            )
+        if held.holder != claim.holder:
+            when = self.once.when(held.claimed_at)
+            return ReleaseNotSent(f"{told}: a click at {when} ran Release, and step 5 follows it.")
+        return ReleaseNotSent(f"{told}: step 5 follows the run found for it.")
 
     async def _claim(self, key: str, actor: str, *, replacing: Claim | None = None) -> Claim | None:
         return await self.claims.claim(

@@ -17,6 +17,7 @@ import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
+from functools import partial
 from typing import Protocol
 
 from bot.domain.controls import Control
@@ -42,7 +43,7 @@ from bot.domain.service import DEFAULT_SERVICE
 from bot.services.authz import Approvers
 from bot.services.exactly_once import ExactlyOnce
 from bot.services.lane import ReleaseLane
-from bot.services.npm_claim import ReleaseAlreadyRunning, ReleaseClaimer
+from bot.services.npm_claim import ClaimLost, ReleaseAlreadyRunning, ReleaseClaimer
 from bot.services.npm_release import (
     LookPace,
     MessageRef,
@@ -295,7 +296,23 @@ class NpmTokenService:
                 ref=self._npm.ref,
                 inputs={},
                 dispatched_at=dispatched_at,
+                before_send=partial(self._claimer.sending, claim),
             )
+        except ClaimLost:  # held up past its claim: nothing was sent, nor will be
+            await self.looks.cancel(look)
+            if not await self._claims.release(claim):  # the walkthrough went on without it
+                async with self._lock:  # what this process drew of it is old: Slack's is not
+                    self._latest.pop(message, None)
+                raise await self._claimer.not_sent(claim) from None
+            # Still its own: nothing follows it now (its looks find the claim gone).
+            failed = dispatching.model_copy(
+                update={
+                    "phase": ReleasePhase.NOT_STARTED,
+                    "error": clip_error(self._claimer.held_up(claim)),
+                }
+            )
+            await self._set_release(message, shown, failed)
+            return
         except RunNotIdentified as error:
             # GitHub may have started Release (it can publish): never "not started", never a
             # second run. The claim stays held while the bot looks for the run.
