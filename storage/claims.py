@@ -135,16 +135,17 @@ class ClaimStore:
                 .values(state=ClaimState.DONE.value, done_at=now)
             )
 
-    async def release(self, claim: Claim) -> None:
+    async def release(self, claim: Claim) -> bool:
         """The claimed action failed and changed nothing: the key may be claimed again."""
         async with self._sessions.begin() as session:
-            await session.execute(
+            result = await session.execute(
                 delete(ActionClaimRow).where(
                     ActionClaimRow.key == claim.key,
                     ActionClaimRow.holder == claim.holder,
                     ActionClaimRow.state == ClaimState.CLAIMED.value,
                 )
             )
+        return rows_changed(result) > 0
 
     async def prune(self, *, before: datetime) -> int:
         """Forget claims made before `before` (retention); returns how many. The audit trail

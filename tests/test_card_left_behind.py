@@ -13,11 +13,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aiohttp import web
 from figures import passing_sandbox
+from held_calls import hold_calls
 from sandbox_views import button
 
 from bot.bootstrap import create_app
@@ -152,21 +152,13 @@ async def dispatch_held(box: Sandbox, monkeypatch: pytest.MonkeyPatch) -> AsyncI
     this bot's GitHub asked, its answer held until the block ends (then the rollout runs)."""
     await box.command(f"start {TAG} --flags-ready")
     await box.slack.wait_for(lambda: shown_version(box) is not None)
-    github = box.services.rollouts.effects.github
-    dispatch, asked, answer = github.dispatch, asyncio.Event(), asyncio.Event()
-
-    async def slow_dispatch(**request: Any) -> Any:
-        asked.set()
-        await answer.wait()
-        return await dispatch(**request)
-
-    monkeypatch.setattr(github, "dispatch", slow_dispatch)
+    held = hold_calls(monkeypatch, box.services.rollouts.effects.github, "dispatch")
     await box.click("dispatch", wait=False)
-    await asyncio.wait_for(asked.wait(), timeout=30)
+    await asyncio.wait_for(held.asked.wait(), timeout=30)
     try:
         yield
     finally:
-        answer.set()
+        held.go_on.set()
     await box.wait_until(lambda r: r.phase is Phase.RUNNING)
     assert len(box.github.dispatches) == 1
 

@@ -31,7 +31,10 @@ from test_scheduled_starts import preflight_card as scheduled_card
 from test_scheduled_starts import reach, sandbox, scheduled, told_in_thread
 
 from bot.domain.freeze import FREEZE_END_TIMER
+from bot.domain.freeze_all import FREEZE_LIFTED_TIMER
 from bot.domain.rollout import Phase, StageState
+from bot.services.freeze_ends import FreezeEnds
+from bot.services.records import Timer
 from sandbox.config import SandboxService
 from sandbox.harness import Sandbox
 from sandbox.plans import fast_plan
@@ -348,3 +351,72 @@ async def test_a_fault_as_an_unfreeze_cancels_the_lifted_freezes_watch_tells_the
         for watch in await timers.of_kind(kind=FREEZE_END_TIMER, due_since=start - WINDOW):
             await box.wait_for_timer(watch.key, lambda t: not t.is_pending)
         assert len(told(card, ENDED)) == 1, told(card, ENDED)
+
+
+async def lifted_timer_when(box: Sandbox, holds: Callable[[Timer], bool]) -> Timer:
+    """The unfreeze's timer (`freeze_lifted`), once it `holds`: retried with backoff as the
+    clock moves (a few minutes at a time)."""
+    timers = box.services.rollouts.effects.timers
+    (lifted,) = await timers.of_kind(kind=FREEZE_LIFTED_TIMER, due_since=box.clock() - WINDOW)
+    async with asyncio.timeout(60):
+        while not holds(timer := await box.wait_for_timer(lifted.key, lambda _: True)):
+            await box.pass_time(timedelta(minutes=3))
+    return timer
+
+
+async def test_an_unfreeze_whose_timer_gives_up_tells_the_end_as_lifted_not_at_the_old_end(
+    held_2h: tuple[Sandbox, ChannelMessage], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The unfreeze's timer fails every attempt (a database away for a quarter of an hour) and
+    gives up: the end of what the lifted freeze held is told then, as lifted when it was, once.
+    Before, the lifted freeze's watches were left as they were: the thread heard nothing until
+    the freeze's old end, an hour later, and was then told it ended at that time."""
+    box, card = held_2h
+    handler = box.services.rollouts.handler_of(FREEZE_LIFTED_TIMER)
+    assert handler is not None
+
+    async def failing(_: Timer) -> None:
+        raise OperationalError("SELECT rollouts", {}, ConnectionResetError("reset"))
+
+    monkeypatch.setattr(handler, "on_timer", failing)
+    assert "lifted the freeze" in await box.command("unfreeze", user=OTHER)
+    await outbox_emptied(box)
+    lifted = await lifted_timer_when(box, lambda t: t.dead_at is not None)  # gave up
+    timers = box.services.rollouts.effects.timers
+    at = datetime.fromisoformat(str((lifted.payload or {})["at"]))
+    said = await in_thread(box, card, ENDED)
+    assert f"{at:%Y-%m-%d %H:%M} UTC" in said and "*5% canary → 50%*" in said, said
+    await outbox_emptied(box)  # no jump while its post is on its way (posted again)
+    await box.pass_time(2 * WINDOW)  # the lifted freeze's old end
+    for watch in await timers.of_kind(kind=FREEZE_END_TIMER, due_since=at - WINDOW):
+        await box.wait_for_timer(watch.key, lambda t: not t.is_pending)
+    assert len(told(card, ENDED)) == 1, told(card, ENDED)
+
+
+async def test_an_unfreezes_timer_retried_after_the_lane_was_frozen_again_tells_the_lift_once(
+    held_2h: tuple[Sandbox, ChannelMessage], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The unfreeze's timer told the thread the lift (nothing holding the stages), then failed
+    (the database blinks on a later step) while the lane was frozen again: retried, it says
+    nothing more. Before, it told the lift a second time, naming the new freeze as holding."""
+    box, card = held_2h
+    ends = box.services.rollouts.handler_of(FREEZE_END_TIMER)
+    assert isinstance(ends, FreezeEnds)
+    tell_once, failed = ends.tell_once, []
+
+    async def then_failing(*args: Any, **kwargs: Any) -> bool:
+        said = await tell_once(*args, **kwargs)
+        if not failed:
+            failed.append(said)
+            raise OperationalError("SELECT rollouts", {}, ConnectionResetError("reset"))
+        return said
+
+    monkeypatch.setattr(ends, "tell_once", then_failing)
+    assert "lifted the freeze" in await box.command("unfreeze", user=OTHER)
+    await until_failed(box, failed)
+    await in_thread(box, card, "lifted the freeze")
+    await outbox_emptied(box)  # no jump while its post is on its way (posted again)
+    assert "froze deploys until" in await box.command("freeze 3h INC-9 again", user=OTHER)
+    await lifted_timer_when(box, lambda t: t.fired_at is not None)  # retried, and done
+    await outbox_emptied(box)
+    assert len(told(card, "lifted the freeze")) == 1, told(card, "lifted the freeze")

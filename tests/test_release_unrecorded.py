@@ -31,8 +31,8 @@ RUN_SEARCH = "/repos/*/actions/workflows/*/runs"
 """The listing of a workflow's runs, where the bot looks for a click's run."""
 OTHER_MANAGER = "U0OTHER01"
 SEARCH_ENDED = timedelta(seconds=11)
-"""How long ago the two-replica test's unrecorded click claimed Release: past its lease (1 s)
-and the dispatch search of its replicas (`DISPATCH_SEARCH_SECONDS`, 10 s)."""
+"""How long ago the two-replica test's unrecorded click claimed Release: past its lease and the
+dispatch search of its replicas (`CLAIM_LEASE_SECONDS`, `DISPATCH_SEARCH_SECONDS`: 10 s each)."""
 
 
 @pytest.fixture
@@ -268,7 +268,9 @@ async def test_two_replicas_clicked_at_once_after_the_search_run_release_once(
 ) -> None:
     """The same walkthrough's Release clicked on two `rollout-bot serve` replicas at once, once
     the search for the unrecorded click's run ended: one takes the claim over and dispatches."""
-    env = {"CLAIM_LEASE_SECONDS": "1", "DISPATCH_SEARCH_SECONDS": "10", "LEASE_SECONDS": "2"}
+    # A claim lease of 10 s: a dispatch is sent with half its claim's lease left at least,
+    # and the system's clock runs on between the takeover and the POST (a loaded machine).
+    env = {"CLAIM_LEASE_SECONDS": "10", "DISPATCH_SEARCH_SECONDS": "10", "LEASE_SECONDS": "2"}
     async with Sandbox(
         workdir=tmp_path, database_url=postgres_database_url, in_process=False, extra_env=env
     ) as box:
@@ -282,7 +284,7 @@ async def test_two_replicas_clicked_at_once_after_the_search_run_release_once(
                 action="npm_release",
                 actor=RELEASE_MANAGER,
                 # The replicas keep the system's clock: a claim made 11 s ago has its lease
-                # (1 s) and the dispatch search (10 s) behind it, without waiting them out.
+                # and the dispatch search (10 s each) behind it, without waiting them out.
                 now=datetime.now(UTC) - SEARCH_ENDED,
             )
         finally:

@@ -75,6 +75,17 @@ async def acted(saving: Awaitable[T]) -> T:
     return done
 
 
+async def still_held(claims: Claims, claim: Claim, *, now: datetime) -> bool:
+    """Whether the effect acting under `claim` may still send its one call whose outcome may be
+    unclear (a re-run's POST, a Release's dispatch): the claim is its own still (not given
+    back, nor taken over by another click) with at least half its lease left. A call sent
+    later could outlive the lease, and a click that took the claim over then, finding no trace
+    of it yet, would send it again."""
+    held = await claims.get(claim.key)
+    left = claim.claimed_at + claims.lease - now
+    return held is not None and held.holder == claim.holder and left >= claims.lease / 2
+
+
 def put_back() -> None:
     """The effect acting under a claim (if any), saved, was put back after all (a stop GitHub
     made void on every track), or what was saved only readied it (a stage saved evaluating

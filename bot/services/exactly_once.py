@@ -41,7 +41,7 @@ from bot.domain.errors import (
 )
 from bot.domain.permissions import VERBS
 from bot.domain.rollout import InvalidTransition, Rollout
-from bot.services.acting import Acting, acting_now
+from bot.services.acting import Acting, acting_now, still_held
 from bot.services.ports import Clock
 from bot.services.records import BOT, Claim, ClaimState, ClaimUnsettled
 from bot.services.requests import Origin, Via, current_entry, fill
@@ -194,18 +194,14 @@ class ExactlyOnce:
 
     async def sending(self) -> datetime | None:
         """Called by an effect right before its one call whose outcome may be unclear (a
-        re-run's POST): refused, nothing sent, when its claim is no longer its own (its lease
-        ran out and another click took it over) or has less than half its lease left (a call
-        that outlived the lease would let a click that took it over send it again); from then
+        re-run's POST): refused, nothing sent, unless its claim is `still_held`; from then
         on an interruption (a shutdown's cancellation) keeps the claim instead of releasing it.
         Returns when the claim's lease runs out (None when not under a claim)."""
         acting = acting_now.get()
         if acting is None:  # not under a claim
             return None
         mine = acting.claim
-        held = await self._claims.get(mine.key)
-        left = mine.claimed_at + self._claims.lease - self._clock()
-        if held is None or held.holder != mine.holder or left < self._claims.lease / 2:
+        if not await still_held(self._claims, mine, now=self._clock()):
             raise InvalidTransition(
                 "This click waited too long before the bot could send it (its claim ran out, "
                 "or was about to): nothing was sent. Click again."

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import logging
 
-from bot.domain.freeze_all import thread_told_key, told_freeze
+from bot.domain.freeze_all import told_freeze
 from bot.domain.reasons import Reason
 from bot.domain.rollout import ScheduleFrozen
-from bot.services.freeze_ends import OnceOutbox
+from bot.services.freeze_ends import OnceOutbox, tell_threads_once
 from bot.services.lane_controls import LaneControls
-from bot.services.outbox_messages import told
-from bot.services.records import NewMessage, Timer
+from bot.services.records import Timer
 
 log = logging.getLogger(__name__)
 
@@ -31,20 +30,8 @@ class FreezeAllTold:
         (a retry of the timer after a failure, or after a replica died as it wrote them)."""
         freeze, until = told_freeze(timer.payload or {})
         held = await self._lane.scheduled_held_by(freeze, until)
-        if not held:
-            return
-        said: list[NewMessage] = []
-
-        def saying(new: list[str]) -> list[NewMessage]:
-            for rollout, frozen in held:
-                if rollout.id in new:
-                    said.extend(told(rollout, ScheduleFrozen(frozen)))
-            return said
-
-        effects = self._lane.rollouts.effects
-        groups = {rollout.id: [thread_told_key(timer.key, rollout.id)] for rollout, _ in held}
-        if await self._outboxes.add_each_once(groups, saying, now=effects.clock()):
-            await effects.outbox.send(said, written=True)
+        events = [(rollout, ScheduleFrozen(frozen)) for rollout, frozen in held]
+        await tell_threads_once(self._lane.rollouts.effects, self._outboxes, timer.key, events)
 
     async def on_timer_dead(self, timer: Timer, *, reason: Reason) -> None:
         """Nothing waits on it (the freeze holds the dispatches all the same, `/rollout status`

@@ -36,6 +36,7 @@ from bot.domain.freeze import (
     hold_told_key,
     hold_watch_timer,
 )
+from bot.domain.freeze_all import thread_told_key
 from bot.domain.plan import RolloutPlan
 from bot.domain.reasons import Reason
 from bot.domain.rollout import Event, FreezeEnded, Phase, Rollout, stages_held_by_freezes
@@ -105,6 +106,16 @@ _DISPATCH = "dispatch"
 """The claim of a scheduled dispatch's hold, beside those of stages (`track:stage`)."""
 
 
+def _told_claims(
+    rollout: Rollout, plan: RolloutPlan, watches: Collection[str]
+) -> dict[str, list[str]]:
+    """The claims that the end of each of `watches` was told, by hold of `rollout` (`track:stage`
+    of its stages a freeze held, and its scheduled dispatch a freeze held)."""
+    holds = list(stages_held_by_freezes(rollout, plan))
+    holds += [_DISPATCH] if dispatch_frozen(rollout) is not None else []
+    return {hold: [hold_told_key(watch, hold) for watch in watches] for hold in holds}
+
+
 def dispatch_frozen(rollout: Rollout) -> datetime | None:
     """The time of the rollout's scheduled dispatch a freeze held (it waits in its preflight
     for a person), or None."""
@@ -127,6 +138,31 @@ class OnceOutbox(Protocol):
         now: datetime,
         unless: Collection[str] = (),
     ) -> list[str]: ...
+
+
+async def tell_threads_once(
+    effects: EffectRunner,
+    outboxes: OnceOutbox,
+    key: str,
+    events: Sequence[tuple[Rollout, Event]],
+    *,
+    unless: Collection[str] = (),
+) -> None:
+    """Tell each rollout's thread its event, unless the timer `key` told it already (a retry
+    of the timer tells only those not told yet: each thread's claim and reply are one write),
+    or a claim of `unless` is taken (then nothing)."""
+    said: list[NewMessage] = []
+
+    def saying(new: list[str]) -> list[NewMessage]:
+        for rollout, event in events:
+            if rollout.id in new:
+                said.extend(told(rollout, event))
+        return said
+
+    groups = {rollout.id: [thread_told_key(key, rollout.id)] for rollout, _ in events}
+    now = effects.clock()
+    if groups and await outboxes.add_each_once(groups, saying, now=now, unless=unless):
+        await effects.outbox.send(said, written=True)
 
 
 @dataclass(kw_only=True, eq=False)
@@ -181,9 +217,7 @@ class FreezeEnds:
         keys of the watches of the freeze that held them); whether anything was told."""
         stages = stages_held_by_freezes(rollout, plan)
         dispatch_at = dispatch_frozen(rollout)
-        groups = {hold: [hold_told_key(watch, hold) for watch in watches] for hold in stages}
-        if dispatch_at is not None:
-            groups[_DISPATCH] = [hold_told_key(watch, _DISPATCH) for watch in watches]
+        groups = _told_claims(rollout, plan, watches)
         said: list[NewMessage] = []
 
         def saying(new: list[str]) -> list[NewMessage]:
@@ -201,6 +235,13 @@ class FreezeEnds:
             current.detail.update(freeze_end_told_before=sorted(set(groups) - set(new)))
         await self.effects.outbox.send(said, written=True)
         return True
+
+    def told_claims(
+        self, rollout: Rollout, plan: RolloutPlan, watches: Collection[str]
+    ) -> list[str]:
+        """The claims of `tell_once` that the end of one of `watches` was told for a hold of
+        `rollout`: one claimed, that end (or a lift) was told in its thread."""
+        return [key for keys in _told_claims(rollout, plan, watches).values() for key in keys]
 
     async def watches_since(self, rollout: Rollout, since: datetime) -> list[str]:
         """The watches of `rollout`'s freeze ends still going at `since`: not fired nor
@@ -223,6 +264,36 @@ class FreezeEnds:
         """Nothing is held by the timer itself (the stage or the preflight waits for a person
         either way): the log says it gave up."""
         log.error("the freeze-end timer %s gave up: %s", timer.key, reason.text)
+
+
+LIFTED = "lifted"
+"""The timer under a watch that tells the lifted freeze's end now (`end_lifted_watches`)."""
+
+
+async def end_lifted_watches(
+    effects: EffectRunner, service: str, freeze: str, *, at: datetime
+) -> None:
+    """The pending watches of the end of `service`'s `freeze` (its `Freeze.key`: alike for
+    each service of a `--all`), lifted `at` by an
+    unfreeze whose timer gave up before it cancelled them: each is replaced, in one write, by a
+    timer under the same watch due now that tells the end as `at` (or watches the freeze that
+    holds the rollout since), so a thread is told the end when the telling gave up, truthfully,
+    once; not at the lifted freeze's old end, as if it had lasted until then."""
+    now = effects.clock()
+    for watch in await effects.timers.of_kind(kind=FREEZE_END_TIMER, due_since=at):
+        mine = watch.service == service and watch.key.endswith(f":{freeze}")
+        if mine and watch.is_pending:
+            key, payload = hold_watch_timer(watch.key, LIFTED, at)
+            await effects.timers.schedule(
+                key=key,
+                kind=FREEZE_END_TIMER,
+                due_at=now,
+                now=now,
+                rollout_id=watch.rollout_id,
+                service=watch.service,
+                payload=payload,
+                cancel=[watch.key],
+            )
 
 
 async def rewatch(effects: EffectRunner, lane: ReleaseLane, rollout: Rollout) -> Freeze | None:

@@ -13,7 +13,7 @@ from datetime import datetime
 from functools import partial
 
 from bot.domain.freeze import FREEZE_END_TIMER, Freeze, LaneHold, freeze_key
-from bot.domain.freeze_all import lifted_freeze, thread_told_key
+from bot.domain.freeze_all import lifted_freeze
 from bot.domain.reasons import Reason
 from bot.domain.rollout import (
     Event,
@@ -23,10 +23,16 @@ from bot.domain.rollout import (
     ScheduleFrozen,
     held_by_freezes,
 )
-from bot.services.freeze_ends import FreezeEnds, OnceOutbox, dispatch_frozen, rewatch
+from bot.services.freeze_ends import (
+    FreezeEnds,
+    OnceOutbox,
+    dispatch_frozen,
+    end_lifted_watches,
+    rewatch,
+    tell_threads_once,
+)
 from bot.services.lane_controls import LaneControls
-from bot.services.outbox_messages import told
-from bot.services.records import NewMessage, Timer
+from bot.services.records import Timer
 
 log = logging.getLogger(__name__)
 
@@ -86,31 +92,36 @@ class FreezeLifted:
             # Where a freeze's end is told once per hold: an unfreeze racing the end's timer
             # tells what it did not (the timers' handler, `bot.services.freeze_ends`).
             ends = rollouts.handler_of(FREEZE_END_TIMER)
-            if still is None and isinstance(ends, FreezeEnds):
+            claims: list[str] = []
+            if isinstance(ends, FreezeEnds):
                 watches = await ends.watches_since(rollout, since)
-                await ends.tell_once(rollout, plan, lifted_holding, watches=watches, unless=watches)
-            elif held or still is None:
-                await self._once(f"{key}:held", [(rollout, lifted_holding(held, dispatch_at))])
+                if still is None:
+                    await ends.tell_once(
+                        rollout, plan, lifted_holding, watches=watches, unless=watches
+                    )
+                    continue
+                # A retry once a freeze holds it again says nothing when the lift (or the end)
+                # was told already, as nothing held it.
+                claims = ends.told_claims(rollout, plan, watches)
+            if held or still is None:
+                said = [(rollout, lifted_holding(held, dispatch_at))]
+                await self._once(f"{key}:held", said, unless=claims)
 
-    async def _once(self, key: str, events: Sequence[tuple[Rollout, Event]]) -> None:
-        """Tell each rollout's thread its event, unless the timer `key` told it already."""
-        said: list[NewMessage] = []
-
-        def saying(new: list[str]) -> list[NewMessage]:
-            for rollout, event in events:
-                if rollout.id in new:
-                    said.extend(told(rollout, event))
-            return said
-
+    async def _once(
+        self, key: str, events: Sequence[tuple[Rollout, Event]], *, unless: Sequence[str] = ()
+    ) -> None:
         effects = self._lane.rollouts.effects
-        groups = {rollout.id: [thread_told_key(key, rollout.id)] for rollout, _ in events}
-        if groups and await self._outboxes.add_each_once(groups, saying, now=effects.clock()):
-            await effects.outbox.send(said, written=True)
+        await tell_threads_once(effects, self._outboxes, key, events, unless=unless)
 
     async def on_timer_dead(self, timer: Timer, *, reason: Reason) -> None:
-        """Nothing waits on it (the freeze is lifted, and every held rollout waits for a
-        person either way): the log says which threads' telling gave up."""
+        """The log says which threads' telling gave up; the watches of the lifted freeze's end
+        it did not cancel tell that end now, as when it was lifted (`end_lifted_watches`), not
+        at its old end. A scheduled dispatch it was to hold learns at its time, when it goes."""
         log.error("the unfreeze timer %s gave up telling its threads: %s", timer.key, reason.text)
+        _, at, lifted = lifted_freeze(timer.payload or {}, timer.service)
+        effects = self._lane.rollouts.effects
+        ended = freeze_key(lifted.actor, lifted.since)
+        await end_lifted_watches(effects, timer.service, ended, at=at)
 
 
 def _lifted_event(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from bot.domain import rollout as machine
 from bot.domain.controls import typed_for_another_window
@@ -34,7 +34,7 @@ from bot.services.freeze_ends import watch_after_hold, watch_freeze_end
 from bot.services.gate_reads import read_gate
 from bot.services.outbox_messages import gate_card
 from bot.services.ports import MetricsSources
-from bot.services.records import metrics_actor
+from bot.services.records import NewAuditEvent, metrics_actor
 from bot.services.words import Words
 
 log = logging.getLogger(__name__)
@@ -162,19 +162,7 @@ class Gate:
         late = reading.late if reading is not None else None
         # Recorded with the verdict's save: a replica that dies before it, or loses the save
         # to another replica, leaves no reading on record, and the retry's is the only one.
-        event = effects.event(
-            actor,
-            "gate",
-            verdict.verdict.value,
-            rollout,
-            {
-                **machine.verdict_to_json(verdict),
-                **baseline_sample_detail(reading),
-                **machine.late_to_json(late),
-            },
-            track=track,
-            stage=stage,
-        )
+        event = gate_event(effects, actor, rollout, verdict, reading, track=track, stage=stage)
         now = effects.clock()
         decision = machine.gate_evaluated(
             rollout,
@@ -220,6 +208,32 @@ class Gate:
         if self._frozen is None or not auto or verdict.verdict is not Verdict.PASS:
             return None
         return await self._frozen(rollout_id=rollout.id)
+
+
+def gate_event(
+    effects: EffectRunner,
+    actor: str,
+    rollout: Rollout,
+    verdict: GateVerdict,
+    reading: Reading | None,
+    *,
+    track: str,
+    stage: str,
+    interim: bool = False,
+) -> NewAuditEvent:
+    """The audit entry of a gate's verdict and the figures behind it (`interim`: a Re-evaluate
+    of a stage still observing, whose window runs on)."""
+    late = reading.late if reading is not None else None
+    detail: dict[str, Any] = {
+        **machine.verdict_to_json(verdict),
+        **baseline_sample_detail(reading),
+        **machine.late_to_json(late),
+    }
+    if interim:
+        detail["interim"] = True
+    return effects.event(
+        actor, "gate", verdict.verdict.value, rollout, detail, track=track, stage=stage
+    )
 
 
 def still_evaluating(stage: Stage, asked: Stage) -> bool:

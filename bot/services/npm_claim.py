@@ -8,11 +8,16 @@ click is told when to try again; several, none is taken; none once the search en
 is taken over (that claim alone) and Release runs.
 
 A run is that click's when it is a run of Release by the bot's account on the ref, created
-while the claim held (its lease is how long a claimed action may take). Nothing finer ties a run
-to a click: Release declares no `workflow_dispatch` inputs, and GitHub refuses a dispatch with
-an input the workflow does not declare (422 "Unexpected inputs provided"), so no input, nor a
-`run-name` built from one (a run's `display_title`), can carry the claim; and the run id that
-GitHub's answer to the dispatch gave is what the bot never recorded.
+while the claim held (a click sends its dispatch only with half its lease left: `sending`).
+Nothing finer ties a run to a click: Release declares no `workflow_dispatch` inputs, and GitHub
+refuses a dispatch with an input the workflow does not declare (422 "Unexpected inputs
+provided"), so no input, nor a `run-name` built from one (a run's `display_title`), can carry
+the claim; and the run id that GitHub's answer to the dispatch gave is what the bot never
+recorded.
+
+A click held up before its dispatch (a stalled replica, a slow read of GitHub) sends nothing
+once its claim no longer lasts for it (`sending`): its look may have given the claim up having
+found no run, or another click taken Release over.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from bot.domain.controls import StaleCard
 from bot.domain.errors import GitHubError, RolloutError
 from bot.domain.npm import Walkthrough, clip_error
 from bot.domain.plan import NpmRelease
+from bot.services.acting import still_held
 from bot.services.exactly_once import ExactlyOnce
 from bot.services.npm_release import CLAIM_ACTION, MessageRef, ReleaseLooks
 from bot.services.ports import Clock, ReleaseGateway
@@ -37,6 +43,18 @@ class ReleaseAlreadyRunning(RolloutError):
     """This walkthrough already follows a Release run."""
 
     code = "release_already_running"
+
+
+class ClaimLost(Exception):
+    """A Release click's claim no longer lasts for its dispatch (`ReleaseClaimer.sending`):
+    nothing is sent."""
+
+
+class ReleaseNotSent(RolloutError):
+    """A Release click was held up past its claim, and the walkthrough went on without it:
+    nothing was sent."""
+
+    code = "release_not_sent"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,6 +92,45 @@ class ReleaseClaimer:
             "its result appears in step 5 when it ends."
         )
 
+    async def sending(self, claim: Claim) -> None:
+        """Awaited right before the click's dispatch is sent: `ClaimLost` unless its claim is
+        `still_held` (its own, with half its lease left). A click held up past its lease (a
+        stalled replica, a slow read of GitHub) would otherwise dispatch after its look gave
+        the claim up having found no run, or another click took Release over: two Releases."""
+        if not await still_held(self.claims, claim, now=self.clock()):
+            raise ClaimLost(claim.key)
+
+    @staticmethod
+    def held_up() -> ReleaseNotSent:
+        """Why a click whose claim was still its own, but ran out or nearly, sent nothing (it
+        gave the claim back: the click may be repeated). Shown in step 5 too: no date in it."""
+        return ReleaseNotSent(
+            "The bot was held up before it could send the dispatch, until less than half of "
+            "the click's claim on Release was left: nothing was sent, so that it cannot start "
+            "a Release beside another click's. Click Release again."
+        )
+
+    async def not_sent(self, claim: Claim) -> ReleaseNotSent:
+        """What a click held up past its claim is told once the walkthrough went on without
+        it: its claim was given up (its look found no run), or another click holds it now (or
+        a later click completed it, having found a run it took for this one's)."""
+        until = self.once.when(claim.claimed_at + self.claims.lease)
+        told = (
+            "Nothing was sent: the bot was held up before it could dispatch "
+            f"{self.npm.workflow} for this click until its claim on Release had run out (at "
+            f"{until}), and the walkthrough went on without it"
+        )
+        held = await self.claims.get(claim.key)
+        if held is None:
+            return ReleaseNotSent(
+                f"{told}: its claim was given up since (step 5 says why). Click Release again "
+                "to run it."
+            )
+        if held.holder != claim.holder:
+            when = self.once.when(held.claimed_at)
+            return ReleaseNotSent(f"{told}: a click at {when} ran Release, and step 5 follows it.")
+        return ReleaseNotSent(f"{told}: step 5 follows the run found for it.")
+
     async def _claim(self, key: str, actor: str, *, replacing: Claim | None = None) -> Claim | None:
         return await self.claims.claim(
             key=key,
@@ -92,8 +149,8 @@ class ReleaseClaimer:
         several, which is its own cannot be told (all raised). None by then: it did not
         start, and this click may run Release (what it is told)."""
         since = self.once.unrecorded(earlier, f"run the {self.npm.workflow} workflow")
-        # Its dispatch, if any, was sent while its claim held (the lease is how long a claimed
-        # action may take): a run created later is not its, nor one another walkthrough's looks
+        # Its dispatch, if any, was sent while its claim held (with half its lease left at
+        # least: `sending`): a run created later is not its, nor one another walkthrough's looks
         # follow (its click recorded the run id GitHub answered with). Nothing else ties a run
         # to the click (the module's docstring says why).
         held = earlier.claimed_at + self.claims.lease

@@ -17,6 +17,7 @@ import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
+from functools import partial
 from typing import Protocol
 
 from bot.domain.controls import Control
@@ -42,7 +43,7 @@ from bot.domain.service import DEFAULT_SERVICE
 from bot.services.authz import Approvers
 from bot.services.exactly_once import ExactlyOnce
 from bot.services.lane import ReleaseLane
-from bot.services.npm_claim import ReleaseAlreadyRunning, ReleaseClaimer
+from bot.services.npm_claim import ClaimLost, ReleaseAlreadyRunning, ReleaseClaimer
 from bot.services.npm_release import (
     LookPace,
     MessageRef,
@@ -269,7 +270,8 @@ class NpmTokenService:
     ) -> None:
         """Dispatch, then hand the run to the looks. The claim is completed once a run is
         known, released when nothing started, and kept while a run the dispatch may have
-        started is looked for."""
+        started is looked for. Nothing is sent once the claim no longer lasts for it
+        (`ReleaseClaimer.sending`: the click was held up)."""
         dispatching = ReleaseFollow(requested_by=actor, phase=ReleasePhase.DISPATCHING)
         dispatched_at = self._clock()
         # Written first: if the bot stops or dies during the dispatch, it looks for the run.
@@ -295,7 +297,21 @@ class NpmTokenService:
                 ref=self._npm.ref,
                 inputs={},
                 dispatched_at=dispatched_at,
+                before_send=partial(self._claimer.sending, claim),
             )
+        except ClaimLost:  # held up past its claim: nothing was sent, nor will be
+            log.warning("npm-token: %s's Release click was held up past its claim: not sent", actor)
+            await self.looks.cancel(look)
+            if await self._claims.release(claim):  # still its own: its looks follow nothing now
+                late = self._claimer.held_up()
+                failed = dispatching.model_copy(
+                    update={"phase": ReleasePhase.NOT_STARTED, "error": clip_error(late.message)}
+                )
+                await self._set_release(message, shown, failed)
+                raise late from None
+            async with self._lock:  # the walkthrough went on without it: Slack shows it newer
+                self._latest.pop(message, None)
+            raise await self._claimer.not_sent(claim) from None
         except RunNotIdentified as error:
             # GitHub may have started Release (it can publish): never "not started", never a
             # second run. The claim stays held while the bot looks for the run.

@@ -30,7 +30,9 @@ ReviewState = Literal["approved", "rejected"]
 
 BeforePost = Callable[[], Awaitable[None]]
 """Awaited just before each post or redraw of an outbox message (after what comes before it: a
-read, a look in Slack); raises when its lease no longer lasts for one (`outbox_lease`)."""
+read, a look in Slack), or each POST of a Release dispatch (after the read of the repository);
+raises when the message's lease (`outbox_lease`), or the click's claim (`npm_claim`), no longer
+lasts for one."""
 
 
 @dataclass(frozen=True)
@@ -55,10 +57,18 @@ class WorkflowDispatch(Protocol):
     rollouts and the npm walkthrough both ask of GitHub."""
 
     async def dispatch(
-        self, *, workflow_file: str, ref: str, inputs: Mapping[str, str], dispatched_at: datetime
+        self,
+        *,
+        workflow_file: str,
+        ref: str,
+        inputs: Mapping[str, str],
+        dispatched_at: datetime,
+        before_send: BeforePost | None = None,
     ) -> RunRef:
         """Dispatch the workflow and return the run it started; on GitHub Enterprise (which
-        rejects `return_run_details`) find that run without ever taking someone else's."""
+        rejects `return_run_details`) find that run without ever taking someone else's.
+        `before_send` is awaited just before each POST: what it raises is raised, nothing
+        sent."""
         ...
 
     async def find_dispatched_run(

@@ -16,14 +16,14 @@ from bot.domain.controls import not_reevaluable, reevaluation
 from bot.domain.errors import ConcurrentChange
 from bot.domain.freeze import Freeze
 from bot.domain.gate import GateVerdict, Verdict
-from bot.domain.metrics import Reading, baseline_sample_detail
+from bot.domain.metrics import Reading
 from bot.domain.plan import RolloutPlan
 from bot.domain.rollout import Decision, InvalidTransition, Reevaluated, Rollout, Stage
 from bot.services.acting import put_back
 from bot.services.backstops import verdict_unsaved, write_backstop
 from bot.services.effects import EffectRunner
 from bot.services.following import RunFollower
-from bot.services.gating import Gate, still_evaluating
+from bot.services.gating import Gate, gate_event, still_evaluating
 from bot.services.records import metrics_actor
 
 REREADS = 2
@@ -93,19 +93,15 @@ class Reevaluations:
         verdict, reading = judged
         ready = reevaluation(rollout, plan, track=track, verdict=verdict, now=effects.clock())
         if ready is None:
-            event = effects.event(
+            event = gate_event(
+                effects,
                 actor,
-                "gate",
-                verdict.verdict.value,
                 rollout,
-                {
-                    **machine.verdict_to_json(verdict),
-                    **baseline_sample_detail(reading),
-                    **machine.late_to_json(reading.late),
-                    "interim": True,
-                },
+                verdict,
+                reading,
                 track=track,
                 stage=stage.key,
+                interim=True,
             )
             plan_track = plan.track(track)
             shown = Reevaluated(

@@ -28,6 +28,7 @@ from bot.adapters.github.transport import GitHubTransport
 from bot.domain.errors import GitHubError, RunNotIdentified
 from bot.domain.run import RunRef
 from bot.domain.run_link import LinkableRun, branch_of
+from bot.services.ports import BeforePost
 
 _log = logging.getLogger(__name__)
 
@@ -54,10 +55,19 @@ class WorkflowDispatch:
         self._search = search
 
     async def dispatch(
-        self, *, workflow_file: str, ref: str, inputs: Mapping[str, str], dispatched_at: datetime
+        self,
+        *,
+        workflow_file: str,
+        ref: str,
+        inputs: Mapping[str, str],
+        dispatched_at: datetime,
+        before_send: BeforePost | None = None,
     ) -> RunRef:
         """Dispatch once. An unclear answer (5xx, timeout, reset) may hide a run that started:
-        it is searched for, never dispatched again; RunNotIdentified when it cannot be found."""
+        it is searched for, never dispatched again; RunNotIdentified when it cannot be found.
+        `before_send` is awaited right before each POST (after the repository's read, which
+        may be slow): what it raises is raised, nothing sent."""
+        ready = before_send or _at_once
         operation = f"dispatch {workflow_file} on {ref}"
         repo = await self._repository_now(operation)
         workflow = repo.get_workflow(workflow_file)  # lazy: no request
@@ -70,6 +80,7 @@ class WorkflowDispatch:
         )
         try:
             try:
+                await ready()
                 started: bool | WorkflowRun = await self._github.run(
                     send, endpoint="dispatch", operation=operation
                 )
@@ -82,6 +93,7 @@ class WorkflowDispatch:
                     workflow_file,
                     ref,
                 )
+                await ready()  # the first POST was refused: nothing started
                 started = await self._github.run(
                     self._github.authenticated(
                         functools.partial(workflow.create_dispatch, ref, dict(inputs), throw=True)
@@ -298,3 +310,7 @@ def _rejects_run_details(exc: GithubException) -> bool:
 
 def _iso(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def _at_once() -> None:
+    """A dispatch sent with no look first (a rollout's: its save before it is the guard)."""

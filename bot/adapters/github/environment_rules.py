@@ -18,11 +18,11 @@ from dataclasses import replace
 from typing import Any, Literal
 from urllib.parse import quote
 
-from github import GithubException
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot.adapters.github.pages import every_page
 from bot.adapters.github.protection_rules import enabled_rule_apps
+from bot.adapters.github.refusals import unless_missing
 from bot.adapters.github.transport import GitHubTransport
 from bot.domain.npm_environment import EnvironmentProtection, RefPattern
 
@@ -76,12 +76,11 @@ class EnvironmentRulesReads:
         path = f"/repos/{self._github.repository}/environments/{quote(environment, safe='')}"
 
         def read() -> EnvironmentProtection | None:
-            try:
-                answer = _Environment.model_validate(self._github.get_json(path))
-            except GithubException as exc:
-                if exc.status == 404:
-                    return None
-                raise
+            answer = unless_missing(
+                lambda: _Environment.model_validate(self._github.get_json(path))
+            )
+            if answer is None:
+                return None
             apps = enabled_rule_apps(self._github, environment) or {}
             protection = self._protection(path, answer, tuple(sorted(apps.values())))
             if (installation := self._github.installation) is not None:
@@ -103,12 +102,11 @@ class EnvironmentRulesReads:
         rule ("List branches": "protected by branch protections or rulesets"), so both count.
         None: no such branch (its dispatch fails before any policy)."""
         branches = f"/repos/{self._github.repository}/branches"
-        try:
-            found = _Branch.model_validate(self._github.get_json(f"{branches}/{quote(branch)}"))
-        except GithubException as exc:
-            if exc.status == 404:
-                return None
-            raise
+        found = unless_missing(
+            lambda: _Branch.model_validate(self._github.get_json(f"{branches}/{quote(branch)}"))
+        )
+        if found is None:
+            return None
         if found.protected:
             return True
         protected = self._github.get_json(branches, {"protected": "true", "per_page": 1})

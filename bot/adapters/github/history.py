@@ -10,6 +10,7 @@ from urllib.parse import quote
 from github import GithubException
 from pydantic import TypeAdapter
 
+from bot.adapters.github.refusals import unless_missing
 from bot.adapters.github.schema import CommitComparison, GitObject, NamedRef, Pointer, Release
 from bot.adapters.github.transport import GitHubTransport
 from bot.domain.errors import RefNotFound, TagTooDeep
@@ -84,22 +85,16 @@ class RepositoryHistory:
         """What the tag's ref names (`GET .../git/ref/tags/{tag}`); None when there is no such
         tag (GitHub answers 404)."""
         path = f"/repos/{self._github.repository}/git/ref/tags/{quote(tag, safe='')}"
-        try:
-            return Pointer.model_validate(self._github.get_json(path)).object
-        except GithubException as exc:
-            if exc.status == 404:  # GitHub: no ref of that name
-                return None
-            raise
+        # GitHub: 404, no ref of that name.
+        return unless_missing(lambda: Pointer.model_validate(self._github.get_json(path)).object)
 
     async def latest_release(self) -> str | None:
         path = f"/repos/{self._github.repository}/releases/latest"
 
         def latest() -> str | None:
-            try:
-                return Release.model_validate(self._github.get_json(path)).tag_name
-            except GithubException as exc:
-                if exc.status == 404:  # the repository has no published release
-                    return None
-                raise
+            # GitHub: 404, the repository has no published release.
+            return unless_missing(
+                lambda: Release.model_validate(self._github.get_json(path)).tag_name
+            )
 
         return await self._github.call("read the latest GitHub Release", latest, kind="read")

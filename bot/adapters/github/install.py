@@ -15,7 +15,7 @@ from github.NamedUser import NamedUser
 from github.Team import Team
 
 from bot.adapters.github.protection_rules import enabled_rule_apps
-from bot.adapters.github.refusals import message
+from bot.adapters.github.refusals import message, unless_missing
 from bot.adapters.github.transport import GitHubTransport
 from bot.domain.errors import GitHubError
 from bot.services.doctor import EnvironmentReviewers, RepositoryWebhook, WebhookDelivery
@@ -65,13 +65,12 @@ class GitHubInstallReads:
 
     async def environment_reviewers(self, name: str) -> EnvironmentReviewers | None:
         def reviewers() -> EnvironmentReviewers | None:
-            try:
-                # The client is lazy: the environment is fetched when its rules are read.
-                rules = self._github.repo.get_environment(name).protection_rules or []
-            except GithubException as exc:
-                if exc.status == 404:
-                    return None
-                raise
+            # The client is lazy: the environment is fetched when its rules are read.
+            rules = unless_missing(
+                lambda: self._github.repo.get_environment(name).protection_rules or []
+            )
+            if rules is None:
+                return None
             required = [rule for rule in rules if rule.type == "required_reviewers"]
             return EnvironmentReviewers(
                 logins=[

@@ -18,10 +18,9 @@ from dataclasses import KW_ONLY, dataclass, field, replace
 from datetime import datetime, timedelta
 from urllib.parse import quote
 
-from github import GithubException
-
 from bot.adapters.github.attempts import latest_attempt, not_for
 from bot.adapters.github.pages import every_page
+from bot.adapters.github.refusals import unless_missing
 from bot.adapters.github.reviews import post_review
 from bot.adapters.github.schema import (
     DEPLOYMENT_STATUSES,
@@ -57,17 +56,16 @@ def enabled_rule_apps(github: GitHubTransport, environment: str) -> dict[int, st
         f"/repos/{github.repository}/environments/{quote(environment, safe='')}"
         "/deployment_protection_rules"
     )
-    try:
+
+    def apps() -> dict[int, str]:
         data = github.get_conditional(path)
-    except GithubException as exc:
-        if exc.status == 404:
-            return None
-        raise
-    return {
-        int(rule["app"]["id"]): str(rule["app"]["slug"])
-        for rule in data.get("custom_deployment_protection_rules", [])
-        if rule.get("enabled") and isinstance(rule.get("app"), dict)
-    }
+        return {
+            int(rule["app"]["id"]): str(rule["app"]["slug"])
+            for rule in data.get("custom_deployment_protection_rules", [])
+            if rule.get("enabled") and isinstance(rule.get("app"), dict)
+        }
+
+    return unless_missing(apps)
 
 
 @dataclass(eq=False)

@@ -8,7 +8,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 from github import GithubException, RateLimitExceededException
@@ -21,6 +21,8 @@ from bot.adapters.github.retry import retry_after_wait
 from bot.domain.errors import GitHubRateLimited
 from bot.domain.text import whole_number
 from bot.services.doctor_app import UNSUSPEND
+
+T = TypeVar("T")
 
 _WEBHOOKS_READ = (
     "the token needs read access to the repository's webhooks (fine-grained token: "
@@ -110,6 +112,16 @@ def hint(kind: str, status: int, text: str, app_hints: Mapping[tuple[str, int], 
     if suspended(status, text):
         return UNSUSPEND
     return app_hints.get((kind, status)) or HINTS.get((kind, status)) or ""
+
+
+def unless_missing(read: Callable[[], T]) -> T | None:
+    """`read()`, or None when GitHub answers 404 (no such thing); any other refusal raises."""
+    try:
+        return read()
+    except GithubException as exc:
+        if exc.status == 404:
+            return None
+        raise
 
 
 def message(exc: GithubException) -> str:

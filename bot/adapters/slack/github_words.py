@@ -209,8 +209,7 @@ def approval_refused_text(event: ApprovalRefused) -> str:
     review, verb, held, run = _held(event.rejected, event.run_url)
     return (
         f":warning: GitHub refused the bot's {review} of *{escape(event.what)}* "
-        f"({escape(event.track)}): {escape(event.cause)} {held}: the bot asks again at each "
-        f"look at the run (and says no more of it here). Fix what GitHub answered, or "
+        f"({escape(event.track)}): {escape(event.cause)} {held} Fix what GitHub answered, or "
         f"{_by_hand(event, verb, run)}."
     )
 
@@ -222,8 +221,7 @@ def review_unanswered_text(event: ReviewUnanswered) -> str:
     return (
         f":warning: GitHub has not taken the bot's {review} of *{escape(event.what)}* "
         f"({escape(event.track)}) since {slack_time(event.since)}: it fails it each time "
-        f"(last: {escape(event.cause)}). {held}: the bot asks again at each look at the run "
-        f"(and says no more of it here). Check https://www.githubstatus.com, or "
+        f"(last: {escape(event.cause)}). {held} Check https://www.githubstatus.com, or "
         f"{_by_hand(event, verb, run)}."
     )
 
@@ -247,15 +245,18 @@ def _by_hand(event: ApprovalRefused | ReviewUnanswered, verb: str, run: str) -> 
 
 
 def _held(rejected: bool, run_url: str | None) -> tuple[str, str, str, str]:
-    """The review's name, its verb, what GitHub's holding it holds up, and the run's link."""
+    """The review's name, its verb, what GitHub's holding it holds up and that the bot asks
+    again (a sentence), and the run's link."""
     run = f"<{run_url}|the run>" if run_url else "the run"
-    if rejected:
-        held = (
-            "GitHub still holds it there, so the track's failure job (its rollback or "
-            "kill-switch) cannot start until GitHub takes a rejection"
-        )
-        return "rejection", "reject", held, run
-    return "approval", "approve", "It does not deploy until GitHub takes an approval", run
+    review, verb = ("rejection", "reject") if rejected else ("approval", "approve")
+    held = (
+        "GitHub still holds it there, so the track's failure job (its rollback or kill-switch) "
+        "cannot start until GitHub takes a rejection"
+        if rejected
+        else "It does not deploy until GitHub takes an approval"
+    )
+    asks = "the bot asks again at each look at the run (and says no more of it here)."
+    return review, verb, f"{held}: {asks}", run
 
 
 def run_unreadable_text(event: RunUnreadable) -> str:

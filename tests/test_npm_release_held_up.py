@@ -1,0 +1,111 @@
+"""A Release click held up before its dispatch (a GC pause, a starved event loop, a slow read of
+GitHub before the POST) past its claim's lease: the walkthrough went on without it (its look's
+search ended, or another click took Release), so it must send nothing then. Before, it sent its
+dispatch all the same: a second Release beside the one another replica's click dispatched, two
+npm publishes. Signed Slack requests, the real app on two replicas, the simulators."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from held_calls import Held, hold_calls
+from test_card_left_behind import served_replica
+from test_npm_token import RELEASE_JOB, open_walkthrough, step
+
+from bot.adapters.slack.npm_views import NpmAction
+from sandbox.harness import Sandbox
+from sandbox.slack import ChannelMessage
+
+RELEASE = str(NpmAction.RUN_RELEASE)
+
+
+@dataclass
+class HeldUp:
+    """A Release click whose dispatch this bot holds up (before anything is sent, nor its claim
+    looked at) until `held.go_on` is set: what a stalled replica does."""
+
+    message: ChannelMessage
+    held: Held
+    answer: asyncio.Task[str | None]
+    """The click's answer, once it ends."""
+
+
+@asynccontextmanager
+async def held_up(box: Sandbox, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[HeldUp]:
+    box.github.set_job_duration("changesets", RELEASE_JOB)
+    message = await open_walkthrough(box)
+    held = hold_calls(monkeypatch, box.services.npm_token.looks.github, "dispatch")
+    answer = asyncio.create_task(box.click(RELEASE, message=message))
+    try:
+        await asyncio.wait_for(held.asked.wait(), timeout=30)
+        assert "Dispatching" in step(message, 5)
+        yield HeldUp(message, held, answer)
+    finally:
+        held.go_on.set()
+        await asyncio.wait([answer], timeout=30)
+
+
+async def test_a_click_held_up_past_its_claim_sends_nothing_once_another_click_ran_release(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Held up past its lease, the click's look searched for its run, found none and gave its
+    claim up; a click on the other replica then ran Release. The first click, going on, must
+    not dispatch a second Release: it is told nothing was sent, and step 5 follows the other
+    click's run."""
+    async with (
+        Sandbox(workdir=tmp_path, database_url=database_url) as box,
+        served_replica(box) as other,
+        held_up(box, monkeypatch) as click,
+    ):
+        message = click.message
+
+        await box.pass_time(timedelta(minutes=6))  # past the claim's lease and its look's search
+        await box.slack.wait_for(lambda: "Could not start" in step(message, 5), timeout=30)
+        await box.click(RELEASE, message=message, replica=other, wait=False)
+        await box.slack.wait_for(lambda: "is in progress" in step(message, 5), timeout=30)
+        (theirs,) = box.github.dispatches
+
+        click.held.go_on.set()
+        answer = await asyncio.wait_for(click.answer, timeout=30)
+
+        assert len(box.github.dispatches) == 1, "a second Release was dispatched"
+        assert answer is not None and "Nothing was sent" in answer, answer
+        assert "step 5 follows" in answer, answer
+        assert f"/actions/runs/{theirs.run_id}|" in step(message, 5)
+        assert "is in progress" in step(message, 5)
+
+
+async def test_a_click_held_up_until_its_claim_nearly_ran_out_gives_it_back_unsent(
+    tmp_path: Path, sqlite_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Held up until less than half its claim's lease was left (a dispatch sent then could
+    still be on its way when the claim lapses): nothing is sent, its answer and step 5 say
+    why, and the click can be repeated at once (its claim given back); the looks written for
+    it follow nothing, not the next click's run."""
+    async with (
+        Sandbox(workdir=tmp_path, database_url=sqlite_database_url) as box,
+        held_up(box, monkeypatch) as click,
+    ):
+        message = click.message
+
+        await box.pass_time(timedelta(minutes=3))  # of its 5 minutes: its look searches on
+        click.held.go_on.set()
+        answer = await asyncio.wait_for(click.answer, timeout=30)
+        assert answer is not None and "held up before it could send the dispatch" in answer
+        assert "Could not start" in step(message, 5)
+        assert "held up before it could send the dispatch" in step(message, 5)
+        assert box.github.dispatches == []
+
+        answer = await box.click(RELEASE, message=message)
+        assert answer is None, answer
+        await box.slack.wait_for(lambda: "is in progress" in step(message, 5), timeout=30)
+        (dispatch,) = box.github.dispatches
+        await box.pass_time(timedelta(seconds=1))  # a look of the first click left would fire
+        assert f"/actions/runs/{dispatch.run_id}|" in step(message, 5)
+        assert "is in progress" in step(message, 5)
