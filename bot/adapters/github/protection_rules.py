@@ -143,9 +143,15 @@ class ProtectionRules:
         overtaken after it, here or on another replica) is told the same way still, as long
         as it is its environment's latest request: the look acted on tells it too. One closed
         with the bot's answer whose outcome the bot never learned (`sent_at` kept) was let go,
-        among `applied_unseen`; one closed as `gone`, among `bypassed`."""
+        among `applied_unseen`; one closed as `gone`, among `bypassed`. Only while it is the
+        snapshot's attempt's (`_of_attempt`): an earlier attempt's tells nothing of this one's
+        job."""
         moved = [r for r in known if r.open and self._moved_on(r, snapshot)]
-        latest = list({r.environment.casefold(): r for r in known}.values())
+        latest = [
+            r
+            for r in {r.environment.casefold(): r for r in known}.values()
+            if _of_attempt(snapshot, r)
+        ]
         gone = [r for r in latest if r.answer == "gone" and self._moved_on(r, snapshot)]
         unseen = [r for r in latest if _let_go_unseen(r) and self._moved_on(r, snapshot)]
         for request in moved:
@@ -350,6 +356,15 @@ class ProtectionRules:
         return await github.call(
             f"read the deployments waiting on run {run_id}", read, run_id=run_id
         )
+
+
+def _of_attempt(snapshot: RunSnapshot, request: RuleRequest) -> bool:
+    """Whether `request` may be of the snapshot's attempt. Requests name no attempt (nor does
+    the callback): one kept before a re-run began (GitHub's `run_started_at`, which a re-run
+    resets) asked for an earlier attempt's job, and how it was closed says nothing of this
+    attempt's. GitHub re-runs only a completed run, so its requests all came before."""
+    started = snapshot.started_at
+    return snapshot.attempt == 1 or started is None or request.requested_at >= started
 
 
 def _let_go_unseen(request: RuleRequest) -> bool:
