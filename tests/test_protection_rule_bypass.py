@@ -16,7 +16,9 @@ from sandbox_views import dispatched, holding, value_of
 from test_protection_rules import answers, app_box, both_held
 from test_unfollowed_runs import rollout_cards, run_cards
 
+from bot.adapters.github import protection_rules as rules_module
 from bot.adapters.github.protection_rules import ProtectionRules
+from bot.domain import rollout as machine
 from bot.domain.errors import GitHubError
 from bot.domain.rollout import Phase, Rollout, StageState
 from bot.domain.run import RunSnapshot
@@ -177,15 +179,16 @@ async def test_an_admin_bypass_after_a_promote_github_never_applied_is_told_as_a
 def look_fails_after(
     monkeypatch: pytest.MonkeyPatch, told: Literal["bypassed", "applied_unseen"]
 ) -> list[frozenset[str]]:
-    """The first look that lets a request go told as `told` fails right after (a later read of
-    GitHub's): the environments it let go, once it did."""
+    """The first look that tells 50% as `told` (having let its request go) fails right after
+    (a later read of GitHub's): 50%'s environment, once it did."""
     holding_of = ProtectionRules.holding
     failed: list[frozenset[str]] = []
 
     async def then_fails(rules: ProtectionRules, *args: Any, **kwargs: Any) -> RunSnapshot:
         snapshot = await holding_of(rules, *args, **kwargs)
-        if getattr(snapshot, told) and not failed:
-            failed.append(getattr(snapshot, told))
+        half = getattr(snapshot, told) & {"relay-rollout-50"}
+        if half and not failed:
+            failed.append(half)
             raise GitHubError("GitHub answered 502 when asked to list the deployments")
         return snapshot
 
@@ -335,3 +338,39 @@ async def test_a_start_on_a_re_run_is_not_told_as_an_earlier_attempts_bypass(
         await box.slack.wait_for(lambda: any(STARTED in line for line in thread(box, rollout)))
         told = [line for line in thread(box, rollout) if STARTED in line]
         assert len(told) == 1 and WITHOUT in told[0], told
+
+
+@pytest.mark.database_matters  # the mark read back is the closed request's stored `sent`
+async def test_a_promote_let_go_while_its_answer_was_on_its_way_is_told_as_the_bots(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GitHub applies a Promote of 50% while its reply is still on its way back: another
+    replica's look finds 50% started, closes the request with the answer posted, then fails;
+    a third look acts before the click records the Promote. It tells the bot's own approval,
+    whose reply it had not seen, not a start "without the bot"."""
+    async with app_box(tmp_path, database_url) as box:
+        await dispatched(box)
+        await box.wait_until(holding("relay", "canary"))
+        effects = box.services.rollouts.effects
+        failed = look_fails_after(monkeypatch, "applied_unseen")
+        posted = rules_module.post_review
+
+        async def another_replica_looks(*args: Any, **kwargs: Any) -> object:
+            answer = await posted(*args, **kwargs)
+            rollout, plan = await effects.with_plan((await box.rollout()).id)
+            with pytest.raises(GitHubError):
+                await effects.read_run(rollout.run_id or 0)  # closes the request, then fails
+            snapshot = await effects.read_run(rollout.run_id or 0)
+            await effects.apply(
+                rollout, machine.reconcile(rollout, plan, snapshot, box.clock()), plan
+            )
+            return answer
+
+        monkeypatch.setattr(rules_module, "post_review", another_replica_looks)
+
+        await box.click("promote", value=await value_of(box, "promote", "relay"))
+
+        assert failed == [frozenset({"relay-rollout-50"})]
+        await box.slack.wait_for(lambda: any(STARTED in line for line in box.thread()))
+        told = [line for line in box.thread() if STARTED in line]
+        assert len(told) == 1 and APPLIED_UNSEEN in told[0], told

@@ -141,11 +141,10 @@ class ProtectionRules:
         that environment (the callback names the run and the environment only), or offered on
         a card once the rollout ended. One let go already (by a look that failed or was
         overtaken after it, here or on another replica) is told the same way still, as long
-        as it is its environment's latest request: the look acted on tells it too. One closed
-        with the bot's answer whose outcome the bot never learned (`sent_at` kept) was let go,
-        among `applied_unseen`; one closed as `gone`, among `bypassed`. Only while it is the
-        snapshot's attempt's (`_of_attempt`): an earlier attempt's tells nothing of this one's
-        job."""
+        as it is its environment's latest request and of the snapshot's attempt (`_of_attempt`:
+        an earlier attempt's tells nothing of this one's job), and the look acted on tells it
+        too: one closed with the answer the bot posted (`sent` kept, `_let_go_unseen`), among
+        `applied_unseen`; one closed as `gone`, among `bypassed`."""
         moved = [r for r in known if r.open and self._moved_on(r, snapshot)]
         latest = [
             r
@@ -368,10 +367,11 @@ def _of_attempt(snapshot: RunSnapshot, request: RuleRequest) -> bool:
 
 
 def _let_go_unseen(request: RuleRequest) -> bool:
-    """Whether the closed `request` was closed with the bot's answer whose outcome the bot
-    never learned: its post ended unknown (`sent_at`, which only a request still open has
-    set), and only `_let_go` closes such a request with that answer, once its job went on."""
-    return not request.open and request.sent_at is not None and request.answer == request.sent
+    """Whether the closed `request` was closed with the answer the bot posted to it (`sent`,
+    kept once closed): GitHub applied it, whether the click saw its reply or a look found the
+    job started first (the reply on its way, or lost: `sent_at`). A refused or unapplied
+    answer clears `sent` while the request is open; an admin's bypass closes it as `gone`."""
+    return not request.open and request.sent is not None and request.answer == request.sent
 
 
 def _statuses(github: GitHubTransport, deployment_id: int) -> list[DeploymentStatus]:
