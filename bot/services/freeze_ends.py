@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from bot.domain.freeze import (
+    CALENDAR_FREEZE,
     FREEZE_END_TIMER,
     Freeze,
     Frozen,
@@ -271,29 +272,45 @@ LIFTED = "lifted"
 
 
 async def end_lifted_watches(
-    effects: EffectRunner, service: str, freeze: str, *, at: datetime
+    effects: EffectRunner, lane: ReleaseLane, freeze: str, *, at: datetime
 ) -> None:
-    """The pending watches of the end of `service`'s `freeze` (its `Freeze.key`: alike for
-    each service of a `--all`), lifted `at` by an
-    unfreeze whose timer gave up before it cancelled them: each is replaced, in one write, by a
-    timer under the same watch due now that tells the end as `at` (or watches the freeze that
-    holds the rollout since), so a thread is told the end when the telling gave up, truthfully,
-    once; not at the lifted freeze's old end, as if it had lasted until then."""
+    """The pending watches of the end of the lane's `freeze` (its `Freeze.key`: alike for each
+    service of a `--all`), lifted `at` by an unfreeze whose timer gave up before it cancelled
+    them: each is replaced, in one write, by a timer under the same watch due now that tells
+    the end as `at` (or watches the freeze that holds the rollout since), so a thread is told
+    the end when the telling gave up, truthfully, once; not at the lifted freeze's old end, as
+    if it had lasted until then. A watch of a plan's window the freeze ran straight into (one
+    wait, watched under the window's key) is one of them unless that wait is still the one
+    holding its rollout (the window began meanwhile)."""
     now = effects.clock()
     for watch in await effects.timers.of_kind(kind=FREEZE_END_TIMER, due_since=at):
-        mine = watch.service == service and watch.key.endswith(f":{freeze}")
-        if mine and watch.is_pending:
-            key, payload = hold_watch_timer(watch.key, LIFTED, at)
-            await effects.timers.schedule(
-                key=key,
-                kind=FREEZE_END_TIMER,
-                due_at=now,
-                now=now,
-                rollout_id=watch.rollout_id,
-                service=watch.service,
-                payload=payload,
-                cancel=[watch.key],
-            )
+        rollout_id = watch.rollout_id
+        if not watch.is_pending or rollout_id is None or "watch" in (watch.payload or {}):
+            continue  # a stage's second timer, or one of these, tells under its watch
+        if watch.service != lane.service or not await _lifted_watch(lane, watch, freeze):
+            continue
+        key, payload = hold_watch_timer(watch.key, LIFTED, at)
+        await effects.timers.schedule(
+            key=key,
+            kind=FREEZE_END_TIMER,
+            due_at=now,
+            now=now,
+            rollout_id=rollout_id,
+            service=watch.service,
+            payload=payload,
+            cancel=[watch.key],
+        )
+
+
+async def _lifted_watch(lane: ReleaseLane, watch: Timer, freeze: str) -> bool:
+    """Whether `watch` (pending) watches the end of the lifted `freeze`: its own, or that of
+    a plan's window it ran into, no longer the wait that holds the rollout."""
+    if watch.key.endswith(f":{freeze}"):
+        return True
+    if f":{CALENDAR_FREEZE}:" not in watch.key or watch.rollout_id is None:
+        return False
+    holding = await lane.holds_promotion(rollout_id=watch.rollout_id)
+    return holding is None or freeze_end_timer_key(watch.rollout_id, holding) != watch.key
 
 
 async def rewatch(effects: EffectRunner, lane: ReleaseLane, rollout: Rollout) -> Freeze | None:

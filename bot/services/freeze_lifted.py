@@ -121,7 +121,7 @@ class FreezeLifted:
         _, at, lifted = lifted_freeze(timer.payload or {}, timer.service)
         effects = self._lane.rollouts.effects
         ended = freeze_key(lifted.actor, lifted.since)
-        await end_lifted_watches(effects, timer.service, ended, at=at)
+        await end_lifted_watches(effects, self._lane.lane, ended, at=at)
 
 
 def _lifted_event(
