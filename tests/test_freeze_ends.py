@@ -446,5 +446,7 @@ async def test_an_unfreeze_whose_timer_gives_up_tells_the_end_of_a_freeze_run_in
         assert at + timedelta(minutes=30) < start  # the window not begun: nothing holds it
         said = await in_thread(box, card, ENDED)
         assert f"{at:%Y-%m-%d %H:%M} UTC" in said and "*5% canary → 50%*" in said, said
-        await outbox_emptied(box)
+        await outbox_emptied(box)  # no jump while its post is on its way (posted again)
+        await box.pass_time(start + 3 * WINDOW - box.clock())  # the window's end
+        await box.wait_for_timer(watch.key, lambda t: t.fired_at is not None)  # kept, fired
         assert len(told(card, ENDED)) == 1, told(card, ENDED)

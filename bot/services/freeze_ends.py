@@ -279,15 +279,17 @@ async def end_lifted_watches(
     them: each is replaced, in one write, by a timer under the same watch due now that tells
     the end as `at` (or watches the freeze that holds the rollout since), so a thread is told
     the end when the telling gave up, truthfully, once; not at the lifted freeze's old end, as
-    if it had lasted until then. A watch of a plan's window the freeze ran straight into (one
-    wait, watched under the window's key) is one of them unless that wait is still the one
-    holding its rollout (the window began meanwhile)."""
+    if it had lasted until then. So is a watch of a plan's window the freeze ran straight into
+    (one wait, watched under the window's key) unless that wait holds the rollout now, but it
+    is kept: should the window begin before the timer fires, the timer watches it again under
+    that key (a cancelled key is not written again), and its end is told once either way."""
     now = effects.clock()
     for watch in await effects.timers.of_kind(kind=FREEZE_END_TIMER, due_since=at):
         rollout_id = watch.rollout_id
         if not watch.is_pending or rollout_id is None or "watch" in (watch.payload or {}):
             continue  # a stage's second timer, or one of these, tells under its watch
-        if watch.service != lane.service or not await _lifted_watch(lane, watch, freeze):
+        own = watch.key.endswith(f":{freeze}")
+        if watch.service != lane.service or not (own or await _ran_into(lane, watch)):
             continue
         key, payload = hold_watch_timer(watch.key, LIFTED, at)
         await effects.timers.schedule(
@@ -298,15 +300,13 @@ async def end_lifted_watches(
             rollout_id=rollout_id,
             service=watch.service,
             payload=payload,
-            cancel=[watch.key],
+            cancel=[watch.key] if own else (),
         )
 
 
-async def _lifted_watch(lane: ReleaseLane, watch: Timer, freeze: str) -> bool:
-    """Whether `watch` (pending) watches the end of the lifted `freeze`: its own, or that of
-    a plan's window it ran into, no longer the wait that holds the rollout."""
-    if watch.key.endswith(f":{freeze}"):
-        return True
+async def _ran_into(lane: ReleaseLane, watch: Timer) -> bool:
+    """Whether `watch` (pending) watches the end of a plan's window that is no longer the wait
+    that holds its rollout (a freeze ran into it, and was lifted before it began)."""
     if f":{CALENDAR_FREEZE}:" not in watch.key or watch.rollout_id is None:
         return False
     holding = await lane.holds_promotion(rollout_id=watch.rollout_id)
