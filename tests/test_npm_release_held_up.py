@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from held_calls import Held, hold_calls
@@ -109,3 +110,41 @@ async def test_a_click_held_up_until_its_claim_nearly_ran_out_gives_it_back_unse
         await box.pass_time(timedelta(seconds=1))  # a look of the first click left would fire
         assert f"/actions/runs/{dispatch.run_id}|" in step(message, 5)
         assert "is in progress" in step(message, 5)
+
+
+async def test_a_click_whose_claim_cannot_be_read_before_its_dispatch_sends_nothing_and_says_so(
+    sqlite_database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database away for the look at the click's claim right before its dispatch (a
+    statement timeout, a connection reset: `TimeoutError` and `OSError` among the database's
+    failures): nothing was sent, so GitHub is neither said to have given no answer nor searched
+    for a run the click "may have started" (one another click dispatched meanwhile would be
+    taken for it). The claim stays held, its look gives it back once it finds no run, and a
+    click then runs Release once. Before, the blink read as GitHub's unclear answer."""
+    async with Sandbox(workdir=tmp_path, database_url=sqlite_database_url) as box:
+        box.github.set_job_duration("changesets", RELEASE_JOB)
+        message = await open_walkthrough(box)
+        claims = box.services.npm_token.looks.claims
+        read = claims.get
+        blinked = asyncio.Event()
+
+        async def blinking(key: str) -> Any:
+            if key.startswith("npm_release:") and not blinked.is_set():
+                blinked.set()
+                raise TimeoutError  # asyncpg's command_timeout
+            return await read(key)
+
+        monkeypatch.setattr(claims, "get", blinking)
+        await box.click(RELEASE, message=message)
+        assert blinked.is_set()
+        assert box.github.dispatches == []
+        assert "GitHub gave no answer" not in step(message, 5), step(message, 5)
+        assert "Dispatching" in step(message, 5)
+
+        await box.pass_time(timedelta(minutes=6))  # its look finds no run and gives it back
+        await box.slack.wait_for(lambda: "Could not start" in step(message, 5), timeout=30)
+        assert box.github.dispatches == []
+        answer = await box.click(RELEASE, message=message)
+        assert answer is None, answer
+        await box.slack.wait_for(lambda: "is in progress" in step(message, 5), timeout=30)
+        assert len(box.github.dispatches) == 1
