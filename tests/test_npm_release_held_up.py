@@ -148,3 +148,26 @@ async def test_a_click_whose_claim_cannot_be_read_before_its_dispatch_sends_noth
         assert answer is None, answer
         await box.slack.wait_for(lambda: "is in progress" in step(message, 5), timeout=30)
         assert len(box.github.dispatches) == 1
+
+
+async def test_a_click_held_up_while_its_claim_is_read_sends_nothing(
+    sqlite_database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stall falls in the look at the claim itself (its read waits for the database, the
+    replica stalls meanwhile): what is left of the lease is reckoned after that read, right
+    before the POST, so the click sends nothing and gives its claim back."""
+    async with Sandbox(workdir=tmp_path, database_url=sqlite_database_url) as box:
+        box.github.set_job_duration("changesets", RELEASE_JOB)
+        message = await open_walkthrough(box)
+        claims = box.services.npm_token.looks.claims
+        read = claims.get
+
+        async def stalled(key: str) -> Any:
+            if key.startswith("npm_release:"):
+                box.clock.advance(timedelta(minutes=3))  # of its 5 minutes
+            return await read(key)
+
+        monkeypatch.setattr(claims, "get", stalled)
+        answer = await box.click(RELEASE, message=message)
+        assert box.github.dispatches == [], "sent with less than half its claim left"
+        assert answer is not None and "held up before it could send the dispatch" in answer
