@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from sandbox_views import dispatched, holding, value_of
@@ -28,6 +28,8 @@ APPLIED_UNSEEN = (
     "*50%* (Hosted relay) started on GitHub on the bot's own approval, whose reply from GitHub "
     "the bot had not seen"
 )
+STARTED = "*50%* (Hosted relay) "
+"""Each line that tells how 50% went on GitHub starts so."""
 BYPASSED = (
     "*50%* (Hosted relay) was started on GitHub by a repository admin past its protection "
     "rules, not let through by the bot's gate"
@@ -75,6 +77,25 @@ async def test_an_admin_bypass_of_the_held_stage_is_told_and_its_request_let_go(
         assert await rules.open_for_run(run_id) == []
 
 
+async def promote_applied_unseen(box: Sandbox) -> Rollout:
+    """A Promote of 50% GitHub applies, its reply and read-back both lost (the clicker told it
+    could not be read back): the rollout once a look moved 50% on, the canary passed."""
+    await dispatched(box)
+    await box.wait_until(holding("relay", "canary"))
+    promote = await value_of(box, "promote", "relay")
+    box.github.fault_next("POST", CALLBACK, "apply_then_502")
+    box.github.fault_next("POST", CALLBACK, "server_error")
+
+    said = await box.click("promote", value=promote)
+
+    assert said is not None and "could not be read back" in said
+    moved = await box.wait_until(
+        lambda r: r.track("relay").stage("half").state is not StageState.PENDING
+    )
+    assert moved.track("relay").stage("canary").state is StageState.PASSED
+    return moved
+
+
 async def test_a_promote_applied_though_github_s_reply_was_lost_is_not_told_as_a_bypass(
     tmp_path: Path, database_url: str
 ) -> None:
@@ -83,19 +104,7 @@ async def test_a_promote_applied_though_github_s_reply_was_lost_is_not_told_as_a
     read the job runs with the App's request still open: that is the bot's own answer applied,
     not an admin's bypass. The thread says so, and the request is closed as approved."""
     async with app_box(tmp_path, database_url) as box:
-        await dispatched(box)
-        await box.wait_until(holding("relay", "canary"))
-        promote = await value_of(box, "promote", "relay")
-        box.github.fault_next("POST", CALLBACK, "apply_then_502")
-        box.github.fault_next("POST", CALLBACK, "server_error")
-
-        said = await box.click("promote", value=promote)
-
-        assert said is not None and "could not be read back" in said
-        moved = await box.wait_until(
-            lambda r: r.track("relay").stage("half").state is not StageState.PENDING
-        )
-        assert moved.track("relay").stage("canary").state is StageState.PASSED
+        moved = await promote_applied_unseen(box)
         await box.slack.wait_for(lambda: any(APPLIED_UNSEEN in line for line in box.thread()))
         assert not [line for line in box.thread() if "repository admin" in line]
         rules = box.services.webhooks.rules
@@ -135,6 +144,21 @@ async def test_a_bypass_after_a_promote_github_refused_is_still_told_as_a_bypass
         await told_as_a_bypass(box, rollout)
 
 
+async def promote_never_applied(box: Sandbox) -> Rollout:
+    """A Promote of 50% whose answer and read-back both got a 502 GitHub never applied, and
+    a read after it that sees 50% still waiting: the rollout then."""
+    await dispatched(box)
+    await box.wait_until(holding("relay", "canary"))
+    promote = await value_of(box, "promote", "relay")
+    box.github.fault_next("POST", CALLBACK, "server_error", times=2)
+    said = await box.click("promote", value=promote)
+    assert said is not None and "could not be read back" in said
+    box.clock.advance(timedelta(seconds=1))
+    rollout = await box.rollout()
+    await box.services.rollouts.reconcile(rollout.id)  # a read sees 50% still waiting
+    return await box.rollout()
+
+
 async def test_an_admin_bypass_after_a_promote_github_never_applied_is_told_as_a_bypass(
     tmp_path: Path, database_url: str
 ) -> None:
@@ -142,19 +166,29 @@ async def test_an_admin_bypass_after_a_promote_github_never_applied_is_told_as_a
     the job waiting: a read that sees it still waiting after the click learns the answer was
     not taken. An admin's start of the job later is the bypass it is, not the bot's approval."""
     async with app_box(tmp_path, database_url) as box:
-        await dispatched(box)
-        await box.wait_until(holding("relay", "canary"))
-        promote = await value_of(box, "promote", "relay")
-        box.github.fault_next("POST", CALLBACK, "server_error", times=2)
-        said = await box.click("promote", value=promote)
-        assert said is not None and "could not be read back" in said
-        box.clock.advance(timedelta(seconds=1))
-        rollout = await box.rollout()
-        await box.services.rollouts.reconcile(rollout.id)  # a read sees 50% still waiting
-        rollout = await box.rollout()
+        rollout = await promote_never_applied(box)
         assert rollout.track("relay").stage("half").state is StageState.PENDING
 
         await told_as_a_bypass(box, rollout)
+
+
+def look_fails_after(
+    monkeypatch: pytest.MonkeyPatch, told: Literal["bypassed", "applied_unseen"]
+) -> list[frozenset[str]]:
+    """The first look that lets a request go told as `told` fails right after (a later read of
+    GitHub's): the environments it let go, once it did."""
+    holding_of = ProtectionRules.holding
+    failed: list[frozenset[str]] = []
+
+    async def then_fails(rules: ProtectionRules, *args: Any, **kwargs: Any) -> RunSnapshot:
+        snapshot = await holding_of(rules, *args, **kwargs)
+        if getattr(snapshot, told) and not failed:
+            failed.append(getattr(snapshot, told))
+            raise GitHubError("GitHub answered 502 when asked to list the deployments")
+        return snapshot
+
+    monkeypatch.setattr(ProtectionRules, "holding", then_fails)
+    return failed
 
 
 async def test_a_bypass_let_go_by_a_look_that_failed_after_it_is_still_told_as_a_bypass(
@@ -167,17 +201,47 @@ async def test_a_bypass_let_go_by_a_look_that_failed_after_it_is_still_told_as_a
     async with app_box(tmp_path, database_url) as box:
         await dispatched(box)
         await box.wait_until(holding("relay", "canary"))
-        holding_of = ProtectionRules.holding
-        failed: list[frozenset[str]] = []
-
-        async def then_fails(rules: ProtectionRules, *args: Any, **kwargs: Any) -> RunSnapshot:
-            snapshot = await holding_of(rules, *args, **kwargs)
-            if snapshot.bypassed and not failed:
-                failed.append(snapshot.bypassed)
-                raise GitHubError("GitHub answered 502 when asked to list the deployments")
-            return snapshot
-
-        monkeypatch.setattr(ProtectionRules, "holding", then_fails)
+        failed = look_fails_after(monkeypatch, "bypassed")
 
         await told_as_a_bypass(box, await box.rollout())
+        assert failed == [frozenset({"relay-rollout-50"})]
+
+
+@pytest.mark.database_matters  # the mark read back is the request's stored `sent_at`
+async def test_a_promote_applied_unseen_let_go_by_a_look_that_failed_after_it_is_told_as_the_bots(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Promote's approval GitHub applied though its reply and read-back were lost; the look
+    that finds the job started closes the request as approved, then fails after it (or is
+    overtaken): the look acted on finds the request closed already, and still tells the bot's
+    own approval, never a start "without the bot" nor an admin's bypass."""
+    async with app_box(tmp_path, database_url) as box:
+        failed = look_fails_after(monkeypatch, "applied_unseen")
+
+        await promote_applied_unseen(box)
+
+        assert failed == [frozenset({"relay-rollout-50"})]
+        await box.slack.wait_for(lambda: any(STARTED in line for line in box.thread()))
+        told = [line for line in box.thread() if STARTED in line]
+        assert len(told) == 1 and APPLIED_UNSEEN in told[0], told
+
+
+@pytest.mark.database_matters  # the mark cleared is the request's stored `sent` / `sent_at`
+async def test_a_bypass_after_a_promote_never_applied_let_go_by_a_failed_look_is_a_bypass(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The opposite: a Promote GitHub never applied (its answer and read-back got a 502), known
+    not applied once a read saw the job still waiting; an admin then starts the job, and the
+    look that lets the request go fails after it: the look acted on tells the bypass, not the
+    bot's approval."""
+    async with app_box(tmp_path, database_url) as box:
+        rollout = await promote_never_applied(box)
+        rules = box.services.webhooks.rules
+        (half,) = [
+            r for r in await rules.for_run(rollout.run_id or 0) if r.named("relay-rollout-50")
+        ]
+        assert (half.sent, half.sent_at) == (None, None)  # known not applied
+        failed = look_fails_after(monkeypatch, "bypassed")
+
+        await told_as_a_bypass(box, rollout)
         assert failed == [frozenset({"relay-rollout-50"})]

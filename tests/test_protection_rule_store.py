@@ -177,3 +177,23 @@ async def test_an_unknown_answer_is_cleared_only_while_no_post_is_on_its_way(
     await store.unknown(run_id=RUN, environment=env, at=ended)
     assert await store.not_applied(run_id=RUN, environment=env, sent_at=ended) == 1
     assert [(r.sent, r.sent_at) for r in await store.open_for_run(RUN)] == [(None, None)]
+
+
+async def test_a_request_closed_with_its_unknown_answer_keeps_the_mark(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    """Closing a request with the answer whose outcome was never learned (its job found
+    started) keeps `sent` and `sent_at`: a later look, on any replica, reads it as the bot's
+    answer applied unseen, not as a start without the bot; nothing clears them once closed."""
+    store = ProtectionRuleStore(session_factory)
+    assert await store.remember(RuleRequest(RUN, "relay-rollout-50", 8, AT))
+    env, ended = "relay-rollout-50", AT + timedelta(seconds=5)
+    await store.sending(run_id=RUN, environment=env, answer="approved")
+    await store.unknown(run_id=RUN, environment=env, at=ended)
+
+    assert await store.close(run_id=RUN, environment=env, answer="approved", at=ended) == 1
+    assert await store.not_applied(run_id=RUN, environment=env, sent_at=ended) == 0
+    await store.sending(run_id=RUN, environment=env, answer=None)
+    assert [(r.answer, r.sent, r.sent_at) for r in await store.for_run(RUN)] == [
+        ("approved", "approved", ended)
+    ]

@@ -140,11 +140,14 @@ class ProtectionRules:
         answered later, by a click, a stop, or on a re-run of the run whose job asks again at
         that environment (the callback names the run and the environment only), or offered on
         a card once the rollout ended. One let go already (by a look that failed or was
-        overtaken after it, here or on another replica) is among `bypassed` still, as long
-        as it is its environment's latest request: the look acted on tells the bypass too."""
+        overtaken after it, here or on another replica) is told the same way still, as long
+        as it is its environment's latest request: the look acted on tells it too. One closed
+        with the bot's answer whose outcome the bot never learned (`sent_at` kept) was let go,
+        among `applied_unseen`; one closed as `gone`, among `bypassed`."""
         moved = [r for r in known if r.open and self._moved_on(r, snapshot)]
-        latest = {r.environment.casefold(): r for r in known}
-        gone = [r for r in latest.values() if r.answer == "gone" and self._moved_on(r, snapshot)]
+        latest = list({r.environment.casefold(): r for r in known}.values())
+        gone = [r for r in latest if r.answer == "gone" and self._moved_on(r, snapshot)]
+        unseen = [r for r in latest if _let_go_unseen(r) and self._moved_on(r, snapshot)]
         for request in moved:
             closed = await self.requests.close(
                 run_id=request.run_id,
@@ -172,7 +175,10 @@ class ProtectionRules:
             bypassed=frozenset(
                 {r.environment for r in moved if r.sent is None} | {r.environment for r in gone}
             ),
-            applied_unseen=frozenset(r.environment for r in moved if r.sent is not None),
+            applied_unseen=frozenset(
+                {r.environment for r in moved if r.sent is not None}
+                | {r.environment for r in unseen}
+            ),
         )
 
     async def _not_applied(
@@ -344,6 +350,13 @@ class ProtectionRules:
         return await github.call(
             f"read the deployments waiting on run {run_id}", read, run_id=run_id
         )
+
+
+def _let_go_unseen(request: RuleRequest) -> bool:
+    """Whether the closed `request` was closed with the bot's answer whose outcome the bot
+    never learned: its post ended unknown (`sent_at`, which only a request still open has
+    set), and only `_let_go` closes such a request with that answer, once its job went on."""
+    return not request.open and request.sent_at is not None and request.answer == request.sent
 
 
 def _statuses(github: GitHubTransport, deployment_id: int) -> list[DeploymentStatus]:
