@@ -16,10 +16,12 @@ from typing import Any
 
 import pytest
 from held_calls import Held, hold_calls
+from sqlalchemy.exc import OperationalError
 from test_card_left_behind import served_replica
 from test_npm_token import RELEASE_JOB, open_walkthrough, step
 
 from bot.adapters.slack.npm_views import NpmAction
+from bot.services.records import Claim
 from sandbox.harness import Sandbox
 from sandbox.slack import ChannelMessage
 
@@ -150,6 +152,22 @@ async def test_a_click_whose_claim_cannot_be_read_before_its_dispatch_sends_noth
         assert len(box.github.dispatches) == 1
 
 
+def stall_claim_read(box: Sandbox, monkeypatch: pytest.MonkeyPatch, *, at: int = 1) -> None:
+    """The replica stalls for 3 minutes (of the claim's 5) while it reads a Release click's
+    claim right before a POST of its dispatch (the `at`th such read only)."""
+    claims = box.services.npm_token.looks.claims
+    read, reads = claims.get, []
+
+    async def stalling(key: str) -> Any:
+        if key.startswith("npm_release:"):
+            reads.append(key)
+            if len(reads) == at:
+                box.clock.advance(timedelta(minutes=3))
+        return await read(key)
+
+    monkeypatch.setattr(claims, "get", stalling)
+
+
 async def test_a_click_held_up_while_its_claim_is_read_sends_nothing(
     sqlite_database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -159,15 +177,57 @@ async def test_a_click_held_up_while_its_claim_is_read_sends_nothing(
     async with Sandbox(workdir=tmp_path, database_url=sqlite_database_url) as box:
         box.github.set_job_duration("changesets", RELEASE_JOB)
         message = await open_walkthrough(box)
+        stall_claim_read(box, monkeypatch)
+        answer = await box.click(RELEASE, message=message)
+        assert box.github.dispatches == [], "sent with less than half its claim left"
+        assert answer is not None and "held up before it could send the dispatch" in answer
+
+
+async def test_a_held_up_click_whose_claim_cannot_be_given_back_leaves_its_look_to_do_it(
+    sqlite_database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Held up past half its claim before its first look was due (LEASE_SECONDS longer than
+    that), the click's give-back of its claim fails (the database blinks): its look, still
+    written, gives the claim back once it finds no run, and step 5 says it did not start; a
+    click then runs Release once. Before, the look was cancelled first: nothing settled the
+    claim, step 5 showed "Dispatching" for good, and Release was refused on the walkthrough."""
+    env = {"LEASE_SECONDS": "200"}  # the first look is due 200 s after the click
+    async with Sandbox(workdir=tmp_path, database_url=sqlite_database_url, extra_env=env) as box:
+        box.github.set_job_duration("changesets", RELEASE_JOB)
+        message = await open_walkthrough(box)
+        stall_claim_read(box, monkeypatch)
         claims = box.services.npm_token.looks.claims
-        read = claims.get
+        give_back, blinked = claims.release, asyncio.Event()
 
-        async def stalled(key: str) -> Any:
-            if key.startswith("npm_release:"):
-                box.clock.advance(timedelta(minutes=3))  # of its 5 minutes
-            return await read(key)
+        async def blinking(claim: Claim) -> bool:
+            if not blinked.is_set():
+                blinked.set()
+                raise OperationalError("DELETE FROM action_claims", {}, ConnectionResetError())
+            return await give_back(claim)
 
-        monkeypatch.setattr(claims, "get", stalled)
+        monkeypatch.setattr(claims, "release", blinking)
+        await box.click(RELEASE, message=message)
+        assert blinked.is_set()
+        assert box.github.dispatches == []
+
+        await box.pass_time(timedelta(minutes=6))  # its look's search ends: it gives it back
+        await box.slack.wait_for(lambda: "Could not start" in step(message, 5), timeout=30)
+        answer = await box.click(RELEASE, message=message)
+        assert answer is None, answer
+        await box.slack.wait_for(lambda: "is in progress" in step(message, 5), timeout=30)
+        assert len(box.github.dispatches) == 1
+
+
+async def test_on_enterprise_server_a_click_held_up_after_the_refused_first_post_sends_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GitHub Enterprise Server refuses the first POST (it takes no `return_run_details`): the
+    claim is looked at again before the second one, and a click held up in between sends
+    nothing."""
+    async with Sandbox(workdir=tmp_path, enterprise=True) as box:
+        box.github.set_job_duration("changesets", RELEASE_JOB)
+        message = await open_walkthrough(box)
+        stall_claim_read(box, monkeypatch, at=2)
         answer = await box.click(RELEASE, message=message)
         assert box.github.dispatches == [], "sent with less than half its claim left"
         assert answer is not None and "held up before it could send the dispatch" in answer
