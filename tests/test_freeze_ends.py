@@ -364,14 +364,9 @@ async def lifted_timer_when(box: Sandbox, holds: Callable[[Timer], bool]) -> Tim
     return timer
 
 
-async def test_an_unfreeze_whose_timer_gives_up_tells_the_end_as_lifted_not_at_the_old_end(
-    held_2h: tuple[Sandbox, ChannelMessage], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The unfreeze's timer fails every attempt (a database away for a quarter of an hour) and
-    gives up: the end of what the lifted freeze held is told then, as lifted when it was, once.
-    Before, the lifted freeze's watches were left as they were: the thread heard nothing until
-    the freeze's old end, an hour later, and was then told it ended at that time."""
-    box, card = held_2h
+async def unfreeze_given_up(box: Sandbox, monkeypatch: pytest.MonkeyPatch) -> datetime:
+    """`/rollout unfreeze`, whose timer fails every attempt (a database away for a quarter of
+    an hour) and gives up: when the freeze was lifted."""
     handler = box.services.rollouts.handler_of(FREEZE_LIFTED_TIMER)
     assert handler is not None
 
@@ -382,8 +377,19 @@ async def test_an_unfreeze_whose_timer_gives_up_tells_the_end_as_lifted_not_at_t
     assert "lifted the freeze" in await box.command("unfreeze", user=OTHER)
     await outbox_emptied(box)
     lifted = await lifted_timer_when(box, lambda t: t.dead_at is not None)  # gave up
+    return datetime.fromisoformat(str((lifted.payload or {})["at"]))
+
+
+async def test_an_unfreeze_whose_timer_gives_up_tells_the_end_as_lifted_not_at_the_old_end(
+    held_2h: tuple[Sandbox, ChannelMessage], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The unfreeze's timer fails every attempt (a database away for a quarter of an hour) and
+    gives up: the end of what the lifted freeze held is told then, as lifted when it was, once.
+    Before, the lifted freeze's watches were left as they were: the thread heard nothing until
+    the freeze's old end, an hour later, and was then told it ended at that time."""
+    box, card = held_2h
+    at = await unfreeze_given_up(box, monkeypatch)
     timers = box.services.rollouts.effects.timers
-    at = datetime.fromisoformat(str((lifted.payload or {})["at"]))
     said = await in_thread(box, card, ENDED)
     assert f"{at:%Y-%m-%d %H:%M} UTC" in said and "*5% canary → 50%*" in said, said
     await outbox_emptied(box)  # no jump while its post is on its way (posted again)
@@ -420,3 +426,27 @@ async def test_an_unfreezes_timer_retried_after_the_lane_was_frozen_again_tells_
     await lifted_timer_when(box, lambda t: t.fired_at is not None)  # retried, and done
     await outbox_emptied(box)
     assert len(told(card, "lifted the freeze")) == 1, told(card, "lifted the freeze")
+
+
+async def test_an_unfreeze_whose_timer_gives_up_tells_the_end_of_a_freeze_run_into_a_window(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lifted freeze ran straight into the plan's window (one wait: watched to the window's
+    end, under the window's key), which had not begun when the unfreeze's timer gave up: the
+    lane is free, and the thread is told the end then, as lifted. Before, only watches under
+    the lifted freeze's own key were: this one told nothing until the window's end, hours
+    later, and then that the freeze ended at that time."""
+    start = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=110)
+    async with auto_sandbox(tmp_path, database_url, freezes=[calendar_window(start, 3)]) as box:
+        card = await held_in_a_freeze(box, "2h")  # its end is past the window's start
+        timers = box.services.rollouts.effects.timers
+        (watch,) = await timers.of_kind(kind=FREEZE_END_TIMER, due_since=start)
+        assert ":calendar:friday:" in watch.key, watch.key
+        at = await unfreeze_given_up(box, monkeypatch)
+        assert at + timedelta(minutes=30) < start  # the window not begun: nothing holds it
+        said = await in_thread(box, card, ENDED)
+        assert f"{at:%Y-%m-%d %H:%M} UTC" in said and "*5% canary → 50%*" in said, said
+        await outbox_emptied(box)  # no jump while its post is on its way (posted again)
+        await box.pass_time(start + 3 * WINDOW - box.clock())  # the window's end
+        await box.wait_for_timer(watch.key, lambda t: t.fired_at is not None)  # kept, fired
+        assert len(told(card, ENDED)) == 1, told(card, ENDED)

@@ -12,13 +12,16 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from held_calls import Held, hold_calls
+from sqlalchemy.exc import OperationalError
 from test_card_left_behind import served_replica
 from test_npm_token import RELEASE_JOB, open_walkthrough, step
 
 from bot.adapters.slack.npm_views import NpmAction
+from bot.services.records import Claim
 from sandbox.harness import Sandbox
 from sandbox.slack import ChannelMessage
 
@@ -109,3 +112,122 @@ async def test_a_click_held_up_until_its_claim_nearly_ran_out_gives_it_back_unse
         await box.pass_time(timedelta(seconds=1))  # a look of the first click left would fire
         assert f"/actions/runs/{dispatch.run_id}|" in step(message, 5)
         assert "is in progress" in step(message, 5)
+
+
+async def test_a_click_whose_claim_cannot_be_read_before_its_dispatch_sends_nothing_and_says_so(
+    sqlite_database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database away for the look at the click's claim right before its dispatch (a
+    statement timeout, a connection reset: `TimeoutError` and `OSError` among the database's
+    failures): nothing was sent, so GitHub is neither said to have given no answer nor searched
+    for a run the click "may have started" (one another click dispatched meanwhile would be
+    taken for it). The claim stays held, its look gives it back once it finds no run, and a
+    click then runs Release once. Before, the blink read as GitHub's unclear answer."""
+    async with Sandbox(workdir=tmp_path, database_url=sqlite_database_url) as box:
+        box.github.set_job_duration("changesets", RELEASE_JOB)
+        message = await open_walkthrough(box)
+        claims = box.services.npm_token.looks.claims
+        read = claims.get
+        blinked = asyncio.Event()
+
+        async def blinking(key: str) -> Any:
+            if key.startswith("npm_release:") and not blinked.is_set():
+                blinked.set()
+                raise TimeoutError  # asyncpg's command_timeout
+            return await read(key)
+
+        monkeypatch.setattr(claims, "get", blinking)
+        await box.click(RELEASE, message=message)
+        assert blinked.is_set()
+        assert box.github.dispatches == []
+        assert "GitHub gave no answer" not in step(message, 5), step(message, 5)
+        assert "Dispatching" in step(message, 5)
+
+        await box.pass_time(timedelta(minutes=6))  # its look finds no run and gives it back
+        await box.slack.wait_for(lambda: "Could not start" in step(message, 5), timeout=30)
+        assert box.github.dispatches == []
+        answer = await box.click(RELEASE, message=message)
+        assert answer is None, answer
+        await box.slack.wait_for(lambda: "is in progress" in step(message, 5), timeout=30)
+        assert len(box.github.dispatches) == 1
+
+
+def stall_claim_read(box: Sandbox, monkeypatch: pytest.MonkeyPatch, *, at: int = 1) -> None:
+    """The replica stalls for 3 minutes (of the claim's 5) while it reads a Release click's
+    claim right before a POST of its dispatch (the `at`th such read only)."""
+    claims = box.services.npm_token.looks.claims
+    read, reads = claims.get, []
+
+    async def stalling(key: str) -> Any:
+        if key.startswith("npm_release:"):
+            reads.append(key)
+            if len(reads) == at:
+                box.clock.advance(timedelta(minutes=3))
+        return await read(key)
+
+    monkeypatch.setattr(claims, "get", stalling)
+
+
+async def test_a_click_held_up_while_its_claim_is_read_sends_nothing(
+    sqlite_database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stall falls in the look at the claim itself (its read waits for the database, the
+    replica stalls meanwhile): what is left of the lease is reckoned after that read, right
+    before the POST, so the click sends nothing and gives its claim back."""
+    async with Sandbox(workdir=tmp_path, database_url=sqlite_database_url) as box:
+        box.github.set_job_duration("changesets", RELEASE_JOB)
+        message = await open_walkthrough(box)
+        stall_claim_read(box, monkeypatch)
+        answer = await box.click(RELEASE, message=message)
+        assert box.github.dispatches == [], "sent with less than half its claim left"
+        assert answer is not None and "held up before it could send the dispatch" in answer
+
+
+async def test_a_held_up_click_whose_claim_cannot_be_given_back_leaves_its_look_to_do_it(
+    sqlite_database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Held up past half its claim before its first look was due (LEASE_SECONDS longer than
+    that), the click's give-back of its claim fails (the database blinks): its look, still
+    written, gives the claim back once it finds no run, and step 5 says it did not start; a
+    click then runs Release once. Before, the look was cancelled first: nothing settled the
+    claim, step 5 showed "Dispatching" for good, and Release was refused on the walkthrough."""
+    env = {"LEASE_SECONDS": "200"}  # the first look is due 200 s after the click
+    async with Sandbox(workdir=tmp_path, database_url=sqlite_database_url, extra_env=env) as box:
+        box.github.set_job_duration("changesets", RELEASE_JOB)
+        message = await open_walkthrough(box)
+        stall_claim_read(box, monkeypatch)
+        claims = box.services.npm_token.looks.claims
+        give_back, blinked = claims.release, asyncio.Event()
+
+        async def blinking(claim: Claim) -> bool:
+            if not blinked.is_set():
+                blinked.set()
+                raise OperationalError("DELETE FROM action_claims", {}, ConnectionResetError())
+            return await give_back(claim)
+
+        monkeypatch.setattr(claims, "release", blinking)
+        await box.click(RELEASE, message=message)
+        assert blinked.is_set()
+        assert box.github.dispatches == []
+
+        await box.pass_time(timedelta(minutes=6))  # its look's search ends: it gives it back
+        await box.slack.wait_for(lambda: "Could not start" in step(message, 5), timeout=30)
+        answer = await box.click(RELEASE, message=message)
+        assert answer is None, answer
+        await box.slack.wait_for(lambda: "is in progress" in step(message, 5), timeout=30)
+        assert len(box.github.dispatches) == 1
+
+
+async def test_on_enterprise_server_a_click_held_up_after_the_refused_first_post_sends_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GitHub Enterprise Server refuses the first POST (it takes no `return_run_details`): the
+    claim is looked at again before the second one, and a click held up in between sends
+    nothing."""
+    async with Sandbox(workdir=tmp_path, enterprise=True) as box:
+        box.github.set_job_duration("changesets", RELEASE_JOB)
+        message = await open_walkthrough(box)
+        stall_claim_read(box, monkeypatch, at=2)
+        answer = await box.click(RELEASE, message=message)
+        assert box.github.dispatches == [], "sent with less than half its claim left"
+        assert answer is not None and "held up before it could send the dispatch" in answer

@@ -212,6 +212,10 @@ def stale_roll_back(
     return None
 
 
+CALENDAR_FREEZE = "calendar"
+"""How the `Freeze.key` of a plan's window begins (`calendar:<name>:<its end>`)."""
+
+
 def freeze_key(actor: str, since: datetime) -> str:
     """The `Freeze.key` of the `/rollout freeze` by `actor` taken at `since`: that one freeze
     (one extended, or declared again after an unfreeze, is another)."""
@@ -240,7 +244,7 @@ def freezes_in_force(
                     reason=entry.reason or entry.name,
                     until=until,
                     calendar=entry.name,
-                    key=f"calendar:{entry.name}:{until.isoformat()}",
+                    key=f"{CALENDAR_FREEZE}:{entry.name}:{until.isoformat()}",
                 )
             )
     return frozen

@@ -14,6 +14,7 @@ from typing import TypeVar
 
 from bot.domain.controls import DoneButOwed
 from bot.domain.rollout import CancelWindow, Effect, Review
+from bot.services.ports import Clock
 from bot.services.records import Claim
 from bot.services.store_ports import Claims
 
@@ -75,14 +76,15 @@ async def acted(saving: Awaitable[T]) -> T:
     return done
 
 
-async def still_held(claims: Claims, claim: Claim, *, now: datetime) -> bool:
+async def still_held(claims: Claims, claim: Claim, *, clock: Clock) -> bool:
     """Whether the effect acting under `claim` may still send its one call whose outcome may be
     unclear (a re-run's POST, a Release's dispatch): the claim is its own still (not given
     back, nor taken over by another click) with at least half its lease left. A call sent
     later could outlive the lease, and a click that took the claim over then, finding no trace
-    of it yet, would send it again."""
+    of it yet, would send it again. What is left is reckoned after the claim's read, on the
+    clock that wrote `claim`: a stall during that read counts too."""
     held = await claims.get(claim.key)
-    left = claim.claimed_at + claims.lease - now
+    left = claim.claimed_at + claims.lease - clock()
     return held is not None and held.holder == claim.holder and left >= claims.lease / 2
 
 

@@ -201,7 +201,7 @@ class ExactlyOnce:
         if acting is None:  # not under a claim
             return None
         mine = acting.claim
-        if not await still_held(self._claims, mine, now=self._clock()):
+        if not await still_held(self._claims, mine, clock=self._clock):
             raise InvalidTransition(
                 "This click waited too long before the bot could send it (its claim ran out, "
                 "or was about to): nothing was sent. Click again."

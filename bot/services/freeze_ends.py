@@ -28,11 +28,14 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from bot.domain.freeze import (
+    CALENDAR_FREEZE,
     FREEZE_END_TIMER,
     Freeze,
     Frozen,
+    LaneHold,
     freeze_end_timer_key,
     freeze_end_timer_payload,
+    freeze_key,
     hold_told_key,
     hold_watch_timer,
 )
@@ -271,29 +274,47 @@ LIFTED = "lifted"
 
 
 async def end_lifted_watches(
-    effects: EffectRunner, service: str, freeze: str, *, at: datetime
+    effects: EffectRunner, lane: ReleaseLane, lifted: LaneHold, *, at: datetime
 ) -> None:
-    """The pending watches of the end of `service`'s `freeze` (its `Freeze.key`: alike for
-    each service of a `--all`), lifted `at` by an
-    unfreeze whose timer gave up before it cancelled them: each is replaced, in one write, by a
-    timer under the same watch due now that tells the end as `at` (or watches the freeze that
-    holds the rollout since), so a thread is told the end when the telling gave up, truthfully,
-    once; not at the lifted freeze's old end, as if it had lasted until then."""
-    now = effects.clock()
+    """The pending watches of the end of the lane's freeze `lifted` (by its `Freeze.key`:
+    alike for each service of a `--all`), lifted `at` by an unfreeze whose timer gave up
+    before it cancelled them: each is replaced, in one write, by a timer under the same watch
+    due now that tells the end as `at` (or watches the freeze that holds the rollout since),
+    so a thread is told the end when the telling gave up, truthfully, once; not at the lifted
+    freeze's old end, as if it had lasted until then. A watch set since it was declared of a
+    plan's window it ran straight into (one wait, watched under the window's key) has such a
+    timer too unless that wait holds the rollout now, but is kept: should the window begin
+    before the timer fires, the timer watches it again under that key (a cancelled key is not
+    written again), and its end is told once either way."""
+    now, freeze = effects.clock(), freeze_key(lifted.actor, lifted.since)
     for watch in await effects.timers.of_kind(kind=FREEZE_END_TIMER, due_since=at):
-        mine = watch.service == service and watch.key.endswith(f":{freeze}")
-        if mine and watch.is_pending:
-            key, payload = hold_watch_timer(watch.key, LIFTED, at)
-            await effects.timers.schedule(
-                key=key,
-                kind=FREEZE_END_TIMER,
-                due_at=now,
-                now=now,
-                rollout_id=watch.rollout_id,
-                service=watch.service,
-                payload=payload,
-                cancel=[watch.key],
-            )
+        rollout_id = watch.rollout_id
+        if not watch.is_pending or rollout_id is None or "watch" in (watch.payload or {}):
+            continue  # a stage's second timer, or one of these, tells under its watch
+        own = watch.key.endswith(f":{freeze}")
+        ran_into = watch.created_at >= lifted.since and await _ran_into(lane, watch)
+        if watch.service != lane.service or not (own or ran_into):
+            continue
+        key, payload = hold_watch_timer(watch.key, LIFTED, at)
+        await effects.timers.schedule(
+            key=key,
+            kind=FREEZE_END_TIMER,
+            due_at=now,
+            now=now,
+            rollout_id=rollout_id,
+            service=watch.service,
+            payload=payload,
+            cancel=[watch.key] if own else (),
+        )
+
+
+async def _ran_into(lane: ReleaseLane, watch: Timer) -> bool:
+    """Whether `watch` (pending) watches the end of a plan's window that is no longer the wait
+    that holds its rollout (a freeze ran into it, and was lifted before it began)."""
+    if f":{CALENDAR_FREEZE}:" not in watch.key or watch.rollout_id is None:
+        return False
+    holding = await lane.holds_promotion(rollout_id=watch.rollout_id)
+    return holding is None or freeze_end_timer_key(watch.rollout_id, holding) != watch.key
 
 
 async def rewatch(effects: EffectRunner, lane: ReleaseLane, rollout: Rollout) -> Freeze | None:

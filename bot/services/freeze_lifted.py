@@ -119,9 +119,7 @@ class FreezeLifted:
         at its old end. A scheduled dispatch it was to hold learns at its time, when it goes."""
         log.error("the unfreeze timer %s gave up telling its threads: %s", timer.key, reason.text)
         _, at, lifted = lifted_freeze(timer.payload or {}, timer.service)
-        effects = self._lane.rollouts.effects
-        ended = freeze_key(lifted.actor, lifted.since)
-        await end_lifted_watches(effects, timer.service, ended, at=at)
+        await end_lifted_watches(self._lane.rollouts.effects, self._lane.lane, lifted, at=at)
 
 
 def _lifted_event(

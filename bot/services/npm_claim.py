@@ -97,7 +97,7 @@ class ReleaseClaimer:
         `still_held` (its own, with half its lease left). A click held up past its lease (a
         stalled replica, a slow read of GitHub) would otherwise dispatch after its look gave
         the claim up having found no run, or another click took Release over: two Releases."""
-        if not await still_held(self.claims, claim, now=self.clock()):
+        if not await still_held(self.claims, claim, clock=self.clock):
             raise ClaimLost(claim.key)
 
     @staticmethod

@@ -301,14 +301,18 @@ class NpmTokenService:
             )
         except ClaimLost:  # held up past its claim: nothing was sent, nor will be
             log.warning("npm-token: %s's Release click was held up past its claim: not sent", actor)
-            await self.looks.cancel(look)
+            # The claim before the look: should its give-back fail (the database away), the
+            # look is still there to give it back once it finds no run (and step 5 to say so);
+            # a look whose claim is gone does nothing.
             if await self._claims.release(claim):  # still its own: its looks follow nothing now
                 late = self._claimer.held_up()
                 failed = dispatching.model_copy(
                     update={"phase": ReleasePhase.NOT_STARTED, "error": clip_error(late.message)}
                 )
                 await self._set_release(message, shown, failed)
+                await self.looks.cancel(look)
                 raise late from None
+            await self.looks.cancel(look)
             async with self._lock:  # the walkthrough went on without it: Slack shows it newer
                 self._latest.pop(message, None)
             raise await self._claimer.not_sent(claim) from None

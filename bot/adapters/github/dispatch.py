@@ -78,22 +78,24 @@ class WorkflowDispatch:
                 workflow.create_dispatch, ref, dict(inputs), throw=True, return_run_details=True
             )
         )
+        # What `ready` raises (its look at the database away, say) is no answer of GitHub's:
+        # never taken for an unclear one, which would search for a run nothing sent.
+        await ready()
         try:
+            started: bool | WorkflowRun = await self._github.run(
+                send, endpoint="dispatch", operation=operation
+            )
+        except (GithubException, OSError) as exc:
+            if not (isinstance(exc, GithubException) and _rejects_run_details(exc)):
+                return await self._unclear(workflow_file, ref, dispatched_at, operation, exc)
+            _log.info(
+                "GitHub does not return run details (GitHub Enterprise Server); "
+                "dispatching %s on %s again without them and looking for the run",
+                workflow_file,
+                ref,
+            )
+            await ready()  # the first POST was refused: nothing started
             try:
-                await ready()
-                started: bool | WorkflowRun = await self._github.run(
-                    send, endpoint="dispatch", operation=operation
-                )
-            except GithubException as exc:
-                if not _rejects_run_details(exc):
-                    raise
-                _log.info(
-                    "GitHub does not return run details (GitHub Enterprise Server); "
-                    "dispatching %s on %s again without them and looking for the run",
-                    workflow_file,
-                    ref,
-                )
-                await ready()  # the first POST was refused: nothing started
                 started = await self._github.run(
                     self._github.authenticated(
                         functools.partial(workflow.create_dispatch, ref, dict(inputs), throw=True)
@@ -101,13 +103,24 @@ class WorkflowDispatch:
                     endpoint="dispatch",
                     operation=operation,
                 )
-        except (GithubException, OSError) as exc:
-            unclear = self._github.unclear_answer(operation, exc, kind="dispatch")
-        else:
-            if isinstance(started, WorkflowRun):
-                _log.info("GitHub: dispatched %s on %s: run %s", workflow_file, ref, started.id)
-                return RunRef(run_id=started.id, html_url=started.html_url)
-            return await self._await_dispatched_run(workflow_file, ref, dispatched_at)
+            except (GithubException, OSError) as again:
+                return await self._unclear(workflow_file, ref, dispatched_at, operation, again)
+        if isinstance(started, WorkflowRun):
+            _log.info("GitHub: dispatched %s on %s: run %s", workflow_file, ref, started.id)
+            return RunRef(run_id=started.id, html_url=started.html_url)
+        return await self._await_dispatched_run(workflow_file, ref, dispatched_at)
+
+    async def _unclear(
+        self,
+        workflow_file: str,
+        ref: str,
+        dispatched_at: datetime,
+        operation: str,
+        exc: GithubException | OSError,
+    ) -> RunRef:
+        """GitHub's answer to the dispatch's POST was `exc`: a refusal is raised (nothing
+        started); an unclear one (a 5xx, a timeout, a reset) may hide a run: it is looked for."""
+        unclear = self._github.unclear_answer(operation, exc, kind="dispatch")
         _log.warning(
             "GitHub: %s when asked to %s; the run may have started: looking for it",
             unclear,
