@@ -191,6 +191,26 @@ async def test_a_click_that_cannot_record_it_sent_nothing_is_not_said_unclearly_
         assert refused.is_set()
 
 
+async def test_a_click_that_sent_nothing_is_told_in_step_5_though_slack_drops_that_redraw(
+    sqlite_database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The look that settles a click which sent nothing (its claim's read failed) has its
+    redraw dropped by Slack: fired again, it redraws step 5, and only then gives the claim
+    back. Given back first, the look fired again found no claim and did nothing: step 5 said
+    *Dispatching* for good, and other replicas refused Release there."""
+    async with Sandbox(workdir=tmp_path, database_url=sqlite_database_url) as box:
+        box.github.set_job_duration("changesets", RELEASE_JOB)
+        message = await open_walkthrough(box)
+        blink_claim_read(box, monkeypatch)
+        await box.click(RELEASE, message=message)
+        assert "Dispatching" in step(message, 5)
+
+        box.slack.drop_next("chat.update", count=2)  # the client tries a dropped call once more
+        await box.pass_time(timedelta(minutes=6))
+        await box.slack.wait_for(lambda: "Could not start" in step(message, 5), timeout=30)
+        assert_told_unsent(step(message, 5))
+
+
 def assert_told_unsent(shown: str) -> None:
     """Step 5 says the dispatch was never sent, not that GitHub's answer to it was unclear."""
     assert "did not answer the dispatch" not in shown, shown

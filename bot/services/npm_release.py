@@ -244,8 +244,9 @@ class ReleaseLooks:
             log.info("npm-token: %s outlived its Release click; nothing to do", look.key)
             return
         if look.release.phase is ReleasePhase.NOT_STARTED:  # its click sent nothing: `unsent`
-            await self.claims.release(look.claim())
+            # Drawn before the claim is given back: a redraw that fails is retried with it.
             await self.redraw(look.message, look.walkthrough, look.release)
+            await self.claims.release(look.claim())
         elif look.release.run_id is None:
             await self._look_for_run(look)
         else:
