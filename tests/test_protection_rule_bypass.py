@@ -7,15 +7,19 @@ environment is a request of its own), and no card offers it."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 import pytest
 from sandbox_views import dispatched, holding, value_of
-from test_protection_rules import answers, app_box, both_held
+from test_protection_rules import answers, app_box, both_held, requested
+from test_unfollowed_runs import rollout_cards, run_cards
 
+from bot.adapters.github import protection_rules as rules_module
 from bot.adapters.github.protection_rules import ProtectionRules
+from bot.domain import rollout as machine
 from bot.domain.errors import GitHubError
 from bot.domain.rollout import Phase, Rollout, StageState
 from bot.domain.run import RunSnapshot
@@ -30,6 +34,7 @@ APPLIED_UNSEEN = (
 )
 STARTED = "*50%* (Hosted relay) "
 """Each line that tells how 50% went on GitHub starts so."""
+WITHOUT = "*50%* (Hosted relay) started on GitHub without the bot"
 BYPASSED = (
     "*50%* (Hosted relay) was started on GitHub by a repository admin past its protection "
     "rules, not let through by the bot's gate"
@@ -175,15 +180,16 @@ async def test_an_admin_bypass_after_a_promote_github_never_applied_is_told_as_a
 def look_fails_after(
     monkeypatch: pytest.MonkeyPatch, told: Literal["bypassed", "applied_unseen"]
 ) -> list[frozenset[str]]:
-    """The first look that lets a request go told as `told` fails right after (a later read of
-    GitHub's): the environments it let go, once it did."""
+    """The first look that tells 50% as `told` (having let its request go) fails right after
+    (a later read of GitHub's): 50%'s environment, once it did."""
     holding_of = ProtectionRules.holding
     failed: list[frozenset[str]] = []
 
     async def then_fails(rules: ProtectionRules, *args: Any, **kwargs: Any) -> RunSnapshot:
         snapshot = await holding_of(rules, *args, **kwargs)
-        if getattr(snapshot, told) and not failed:
-            failed.append(getattr(snapshot, told))
+        half = getattr(snapshot, told) & {"relay-rollout-50"}
+        if half and not failed:
+            failed.append(half)
             raise GitHubError("GitHub answered 502 when asked to list the deployments")
         return snapshot
 
@@ -245,3 +251,130 @@ async def test_a_bypass_after_a_promote_never_applied_let_go_by_a_failed_look_is
 
         await told_as_a_bypass(box, rollout)
         assert failed == [frozenset({"relay-rollout-50"})]
+
+
+def thread(box: Sandbox, rollout: Rollout) -> list[str]:
+    """The replies in the thread of `rollout`'s card."""
+    (card,) = [m for m in rollout_cards(box) if rollout.id in str(m.metadata)]
+    return [reply.rendered for reply in card.replies]
+
+
+async def adopted_re_run(box: Sandbox, run_id: int) -> Rollout:
+    """The run cancelled on GitHub, re-run by a person (attempt 2) and adopted from its card:
+    the adopted rollout once it runs."""
+    engine = box.github.engine
+    box.clock.advance(timedelta(minutes=5))
+    engine.cancel(run_id)
+    await box.github.settle()
+    first = await box.wait_until(lambda r: r.phase is Phase.ENDED)
+    box.clock.advance(timedelta(minutes=5))
+    engine.rerun(run_id, by="octo-release")
+    await box.github.settle()
+    await box.slack.wait_for(lambda: bool(run_cards(box)), timeout=30)
+    (card,) = run_cards(box)
+    assert await box.click("adopt_run", message=card) is None
+    adopted = await box.wait_until(lambda r: r.id != first.id and r.phase is Phase.RUNNING)
+    assert (adopted.run_id, box.github.run(run_id).attempt) == (run_id, 2)
+    return adopted
+
+
+@pytest.mark.database_matters  # the request's stored `requested_at`, against the re-run's start
+async def test_an_admin_bypass_on_a_re_run_is_not_told_as_an_earlier_attempts_approval(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Attempt 1: a Promote of 50% GitHub applied, its reply and read-back lost, its request
+    closed so. The run is cancelled, re-run on GitHub and adopted; attempt 2's request at 50%
+    is lost (its deployment not listed yet), and a repository admin starts 50% there. Requests
+    name no attempt, and attempt 1's is still 50%'s latest: but its approval started attempt
+    1's job, not this one. The thread never tells the bot's approval: 50% started without the
+    bot, as any start of a request the bot never held."""
+    async with app_box(tmp_path, database_url) as box:
+        first = await promote_applied_unseen(box)
+        await box.slack.wait_for(lambda: any(APPLIED_UNSEEN in line for line in box.thread()))
+        run_id = first.run_id or 0
+        box.github.set_job_duration("relay-canary-5", timedelta(minutes=10))
+        await adopted_re_run(box, run_id)
+        run = box.github.run(run_id)
+        await box.wait_until(lambda _: run.job("relay-canary-5").status == "in_progress")
+        await box.wait_until(lambda _: requested(box).count("desktop-beta") == 2)  # asked first
+        box.github.app_hook.lose_next()
+        box.github.unlisted_deployments.add("relay-rollout-50")
+        box.clock.advance(timedelta(minutes=11))
+        await box.github.settle()  # the canary ends: 50% waits, its request lost
+        rollout = await box.wait_until(holding("relay", "canary"))
+        (lost,) = box.github.app_hook.failed()
+        assert json.loads(lost.body)["environment"] == "relay-rollout-50"
+
+        box.github.engine.bypass(
+            run_id, environments=["relay-rollout-50"], comment="", actor="octo-admin"
+        )
+
+        await box.slack.wait_for(lambda: any(STARTED in line for line in thread(box, rollout)))
+        told = [line for line in thread(box, rollout) if STARTED in line]
+        assert len(told) == 1 and WITHOUT in told[0], told
+
+
+@pytest.mark.database_matters  # the request's stored `requested_at`, against the re-run's start
+async def test_a_start_on_a_re_run_is_not_told_as_an_earlier_attempts_bypass(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The mirror: attempt 1's 50% started by an admin's bypass, its request let go (`gone`).
+    The run is cancelled, re-run on GitHub and adopted, and the App's rule taken off 50%'s
+    environment meanwhile: attempt 2's 50% starts once the canary ends, nobody bypassing
+    anything. Attempt 1's request is still 50%'s latest, but its bypass was attempt 1's: no
+    admin is said to have started 50% again."""
+    async with app_box(tmp_path, database_url) as box:
+        await dispatched(box)
+        first = await box.wait_until(holding("relay", "canary"))
+        await told_as_a_bypass(box, first)
+        run_id = first.run_id or 0
+        box.github.set_job_duration("relay-canary-5", timedelta(minutes=10))
+        rollout = await adopted_re_run(box, run_id)
+        run = box.github.run(run_id)
+        await box.wait_until(lambda _: run.job("relay-canary-5").status == "in_progress")
+        box.github.engine.rule_environments.discard("relay-rollout-50")
+        box.github.app_rule_environments.discard("relay-rollout-50")
+
+        box.clock.advance(timedelta(minutes=11))
+        await box.github.settle()  # the canary ends: 50% starts at once
+
+        await box.slack.wait_for(lambda: any(STARTED in line for line in thread(box, rollout)))
+        told = [line for line in thread(box, rollout) if STARTED in line]
+        assert len(told) == 1 and WITHOUT in told[0], told
+
+
+@pytest.mark.database_matters  # the mark read back is the closed request's stored `sent`
+async def test_a_promote_let_go_while_its_answer_was_on_its_way_is_told_as_the_bots(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GitHub applies a Promote of 50% while its reply is still on its way back: another
+    replica's look finds 50% started, closes the request with the answer posted, then fails;
+    a third look acts before the click records the Promote. It tells the bot's own approval,
+    whose reply it had not seen, not a start "without the bot"."""
+    async with app_box(tmp_path, database_url) as box:
+        await dispatched(box)
+        await box.wait_until(holding("relay", "canary"))
+        effects = box.services.rollouts.effects
+        failed = look_fails_after(monkeypatch, "applied_unseen")
+        posted = rules_module.post_review
+
+        async def another_replica_looks(*args: Any, **kwargs: Any) -> object:
+            answer = await posted(*args, **kwargs)
+            run_id = (await box.rollout()).run_id or 0
+            try:
+                snapshot = await effects.read_run(run_id)
+            except GitHubError:  # it let 50% go and failed (else a poll's read did, first)
+                snapshot = await effects.read_run(run_id)
+            rollout, plan = await effects.with_plan((await box.rollout()).id)
+            looked = machine.reconcile(rollout, plan, snapshot, box.clock())
+            await effects.apply(rollout, looked, plan)  # the click holds the rollout's lock
+            return answer
+
+        monkeypatch.setattr(rules_module, "post_review", another_replica_looks)
+
+        await box.click("promote", value=await value_of(box, "promote", "relay"))
+
+        assert failed == [frozenset({"relay-rollout-50"})]
+        await box.slack.wait_for(lambda: any(STARTED in line for line in box.thread()))
+        told = [line for line in box.thread() if STARTED in line]
+        assert len(told) == 1 and APPLIED_UNSEEN in told[0], told

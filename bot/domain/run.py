@@ -118,7 +118,8 @@ class RunSnapshot:
     go as this snapshot is read."""
     applied_unseen: frozenset[str] = frozenset()
     """Environments whose job started (or ran) on an answer of the bot's to the App's request
-    whose reply from GitHub the bot had not seen (lost, or still on its way)."""
+    whose reply from GitHub the bot had not seen (lost, or still on its way), or that a look
+    found applied before the answer was recorded with the rollout."""
 
     @property
     def completed(self) -> bool:

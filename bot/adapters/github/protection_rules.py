@@ -141,11 +141,16 @@ class ProtectionRules:
         that environment (the callback names the run and the environment only), or offered on
         a card once the rollout ended. One let go already (by a look that failed or was
         overtaken after it, here or on another replica) is told the same way still, as long
-        as it is its environment's latest request: the look acted on tells it too. One closed
-        with the bot's answer whose outcome the bot never learned (`sent_at` kept) was let go,
-        among `applied_unseen`; one closed as `gone`, among `bypassed`."""
+        as it is its environment's latest request and of the snapshot's attempt (`_of_attempt`:
+        an earlier attempt's tells nothing of this one's job), and the look acted on tells it
+        too: one closed with the answer the bot posted (`sent` kept, `_let_go_unseen`), among
+        `applied_unseen`; one closed as `gone`, among `bypassed`."""
         moved = [r for r in known if r.open and self._moved_on(r, snapshot)]
-        latest = list({r.environment.casefold(): r for r in known}.values())
+        latest = [
+            r
+            for r in {r.environment.casefold(): r for r in known}.values()
+            if _of_attempt(snapshot, r)
+        ]
         gone = [r for r in latest if r.answer == "gone" and self._moved_on(r, snapshot)]
         unseen = [r for r in latest if _let_go_unseen(r) and self._moved_on(r, snapshot)]
         for request in moved:
@@ -352,11 +357,21 @@ class ProtectionRules:
         )
 
 
+def _of_attempt(snapshot: RunSnapshot, request: RuleRequest) -> bool:
+    """Whether `request` may be of the snapshot's attempt. Requests name no attempt (nor does
+    the callback): one kept before a re-run began (GitHub's `run_started_at`, which a re-run
+    resets) asked for an earlier attempt's job, and how it was closed says nothing of this
+    attempt's. GitHub re-runs only a completed run, so its requests all came before."""
+    started = snapshot.started_at
+    return snapshot.attempt == 1 or started is None or request.requested_at >= started
+
+
 def _let_go_unseen(request: RuleRequest) -> bool:
-    """Whether the closed `request` was closed with the bot's answer whose outcome the bot
-    never learned: its post ended unknown (`sent_at`, which only a request still open has
-    set), and only `_let_go` closes such a request with that answer, once its job went on."""
-    return not request.open and request.sent_at is not None and request.answer == request.sent
+    """Whether the closed `request` was closed with the answer the bot posted to it (`sent`,
+    kept once closed): GitHub applied it, whether the click saw its reply or a look found the
+    job started first (the reply on its way, or lost: `sent_at`). A refused or unapplied
+    answer clears `sent` while the request is open; an admin's bypass closes it as `gone`."""
+    return not request.open and request.sent is not None and request.answer == request.sent
 
 
 def _statuses(github: GitHubTransport, deployment_id: int) -> list[DeploymentStatus]:
