@@ -126,30 +126,95 @@ async def test_a_click_whose_claim_cannot_be_read_before_its_dispatch_sends_noth
     async with Sandbox(workdir=tmp_path, database_url=sqlite_database_url) as box:
         box.github.set_job_duration("changesets", RELEASE_JOB)
         message = await open_walkthrough(box)
-        claims = box.services.npm_token.looks.claims
-        read = claims.get
-        blinked = asyncio.Event()
-
-        async def blinking(key: str) -> Any:
-            if key.startswith("npm_release:") and not blinked.is_set():
-                blinked.set()
-                raise TimeoutError  # asyncpg's command_timeout
-            return await read(key)
-
-        monkeypatch.setattr(claims, "get", blinking)
+        blinked = blink_claim_read(box, monkeypatch)
         await box.click(RELEASE, message=message)
         assert blinked.is_set()
         assert box.github.dispatches == []
         assert "GitHub gave no answer" not in step(message, 5), step(message, 5)
         assert "Dispatching" in step(message, 5)
 
-        await box.pass_time(timedelta(minutes=6))  # its look finds no run and gives it back
+        await box.pass_time(timedelta(minutes=6))  # its look gives the claim back
         await box.slack.wait_for(lambda: "Could not start" in step(message, 5), timeout=30)
         assert box.github.dispatches == []
+        assert_told_unsent(step(message, 5))
         answer = await box.click(RELEASE, message=message)
         assert answer is None, answer
         await box.slack.wait_for(lambda: "is in progress" in step(message, 5), timeout=30)
         assert len(box.github.dispatches) == 1
+
+
+def blink_claim_read(box: Sandbox, monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """The database fails the first read of a Release click's claim (right before its POST);
+    the event is set then."""
+    claims = box.services.npm_token.looks.claims
+    read, blinked = claims.get, asyncio.Event()
+
+    async def blinking(key: str) -> Any:
+        if key.startswith("npm_release:") and not blinked.is_set():
+            blinked.set()
+            raise TimeoutError  # asyncpg's command_timeout
+        return await read(key)
+
+    monkeypatch.setattr(claims, "get", blinking)
+    return blinked
+
+
+async def test_a_click_that_cannot_record_it_sent_nothing_is_not_said_unclearly_answered(
+    sqlite_database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database fails the look at the click's claim right before its POST and then the
+    write that records that nothing was sent: the look written before the dispatch, left to
+    give the claim back, says the bot could not record whether it sent it, not that GitHub's
+    answer was unclear (GitHub was never asked)."""
+    async with Sandbox(workdir=tmp_path, database_url=sqlite_database_url) as box:
+        box.github.set_job_duration("changesets", RELEASE_JOB)
+        message = await open_walkthrough(box)
+        blinked = blink_claim_read(box, monkeypatch)
+        timers = box.services.npm_token.looks.timers
+        schedule, refused = timers.schedule, asyncio.Event()
+
+        async def refusing(**timer: Any) -> Any:
+            if blinked.is_set() and not refused.is_set():
+                refused.set()
+                raise TimeoutError
+            return await schedule(**timer)
+
+        monkeypatch.setattr(timers, "schedule", refusing)
+        await box.click(RELEASE, message=message)
+
+        await box.pass_time(timedelta(minutes=6))  # its look finds no run and gives it back
+        await box.slack.wait_for(lambda: "Could not start" in step(message, 5), timeout=30)
+        assert box.github.dispatches == []
+        shown = step(message, 5)
+        assert "did not answer the dispatch" not in shown, shown
+        assert "could not record whether it sent the dispatch" in shown, shown
+        assert refused.is_set()
+
+
+async def test_a_click_that_sent_nothing_is_told_in_step_5_though_slack_drops_that_redraw(
+    sqlite_database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The look that settles a click which sent nothing (its claim's read failed) has its
+    redraw dropped by Slack: fired again, it redraws step 5, and only then gives the claim
+    back. Given back first, the look fired again found no claim and did nothing: step 5 said
+    *Dispatching* for good, and other replicas refused Release there."""
+    async with Sandbox(workdir=tmp_path, database_url=sqlite_database_url) as box:
+        box.github.set_job_duration("changesets", RELEASE_JOB)
+        message = await open_walkthrough(box)
+        blink_claim_read(box, monkeypatch)
+        await box.click(RELEASE, message=message)
+        assert "Dispatching" in step(message, 5)
+
+        box.slack.drop_next("chat.update", count=2)  # the client tries a dropped call once more
+        await box.pass_time(timedelta(minutes=6))
+        await box.slack.wait_for(lambda: "Could not start" in step(message, 5), timeout=30)
+        assert_told_unsent(step(message, 5))
+
+
+def assert_told_unsent(shown: str) -> None:
+    """Step 5 says the dispatch was never sent, not that GitHub's answer to it was unclear."""
+    assert "did not answer the dispatch" not in shown, shown
+    assert "nothing was sent" in shown, shown
 
 
 def stall_claim_read(box: Sandbox, monkeypatch: pytest.MonkeyPatch, *, at: int = 1) -> None:
@@ -210,8 +275,9 @@ async def test_a_held_up_click_whose_claim_cannot_be_given_back_leaves_its_look_
         assert blinked.is_set()
         assert box.github.dispatches == []
 
-        await box.pass_time(timedelta(minutes=6))  # its look's search ends: it gives it back
+        await box.pass_time(timedelta(minutes=6))  # its look gives the claim back
         await box.slack.wait_for(lambda: "Could not start" in step(message, 5), timeout=30)
+        assert_told_unsent(step(message, 5))
         answer = await box.click(RELEASE, message=message)
         assert answer is None, answer
         await box.slack.wait_for(lambda: "is in progress" in step(message, 5), timeout=30)

@@ -31,7 +31,7 @@ from bot.domain.npm import Walkthrough, clip_error
 from bot.domain.plan import NpmRelease
 from bot.services.acting import still_held
 from bot.services.exactly_once import ExactlyOnce
-from bot.services.npm_release import CLAIM_ACTION, MessageRef, ReleaseLooks
+from bot.services.npm_release import CLAIM_ACTION, MessageRef, ReleaseLook, ReleaseLooks
 from bot.services.ports import Clock, ReleaseGateway
 from bot.services.records import Claim
 from bot.services.store_ports import Claims
@@ -48,6 +48,16 @@ class ReleaseAlreadyRunning(RolloutError):
 class ClaimLost(Exception):
     """A Release click's claim no longer lasts for its dispatch (`ReleaseClaimer.sending`):
     nothing is sent."""
+
+
+class ClaimUnread(Exception):
+    """The look at a Release click's claim right before its dispatch failed (the database
+    away): nothing is sent. Its cause is the database's failure."""
+
+    told = (
+        "The bot could not read the click's claim on Release from its database right before "
+        "sending the dispatch: nothing was sent. Click Release again."
+    )
 
 
 class ReleaseNotSent(RolloutError):
@@ -97,8 +107,21 @@ class ReleaseClaimer:
         `still_held` (its own, with half its lease left). A click held up past its lease (a
         stalled replica, a slow read of GitHub) would otherwise dispatch after its look gave
         the claim up having found no run, or another click took Release over: two Releases."""
-        if not await still_held(self.claims, claim, clock=self.clock):
+        try:
+            held = await still_held(self.claims, claim, clock=self.clock)
+        except Exception as error:
+            raise ClaimUnread(claim.key) from error
+        if not held:
             raise ClaimLost(claim.key)
+
+    async def give_back(self, claim: Claim, look: ReleaseLook) -> bool:
+        """A held-up click's claim given back, if still its own; should that fail (the database
+        away), its look is rewritten to give it back (`ReleaseLooks.unsent`)."""
+        try:
+            return await self.claims.release(claim)
+        except Exception:
+            await self.looks.unsent(look, self.held_up().message)
+            raise
 
     @staticmethod
     def held_up() -> ReleaseNotSent:

@@ -198,6 +198,19 @@ class ReleaseLooks:
                 looks.append((release.run_id, timer.is_pending))
         return looks
 
+    async def unsent(self, look: ReleaseLook, why: str) -> None:
+        """The click sent nothing and kept its claim (the database away): `look` is replaced by
+        one that gives the claim back and says `why` in step 5, never that GitHub's answer was
+        unclear. Should that fail too (the database still away), `look` does it, searching."""
+        failed = look.release.model_copy(
+            update={"phase": ReleasePhase.NOT_STARTED, "error": clip_error(why)}
+        )
+        try:
+            await self.next(look, look.walkthrough.model_copy(update={"release": failed}))
+            await self.cancel(look)
+        except Exception:
+            log.warning("npm-token: could not record that %s sent nothing", look.key, exc_info=True)
+
     async def cancel(self, look: ReleaseLook) -> None:
         await self.timers.cancel(key=look.key, now=self.clock())
 
@@ -230,7 +243,11 @@ class ReleaseLooks:
             # click took it: a run that shows up now is that click's, not this one's.
             log.info("npm-token: %s outlived its Release click; nothing to do", look.key)
             return
-        if look.release.run_id is None:
+        if look.release.phase is ReleasePhase.NOT_STARTED:  # its click sent nothing: `unsent`
+            # Drawn before the claim is given back: a redraw that fails is retried with it.
+            await self.redraw(look.message, look.walkthrough, look.release)
+            await self.claims.release(look.claim())
+        elif look.release.run_id is None:
             await self._look_for_run(look)
         else:
             await self._look_at_run(look, look.release.run_id)
@@ -281,13 +298,20 @@ class ReleaseLooks:
             return
         await self.claims.release(look.claim())
         minutes = int(self.pace.search_for.total_seconds() // 60)
+        # An unclear answer is in the step (`RunNotIdentified`); none, the first look fired:
+        # the dispatch's outcome was never recorded (its click may not even have sent it).
+        why = (
+            "GitHub did not answer the dispatch clearly"
+            if look.release.error
+            else "The bot could not record whether it sent the dispatch (it stopped, or its "
+            "database failed, then)"
+        )
         absent = look.release.model_copy(
             update={
                 "phase": ReleasePhase.NOT_STARTED,
                 "error": clip_error(
-                    f"GitHub did not answer the dispatch clearly and no run of "
-                    f"{self.npm.workflow} by the bot appeared within {minutes} minutes. "
-                    "Check its runs on GitHub before running it again."
+                    f"{why}, and no run of {self.npm.workflow} by the bot appeared within "
+                    f"{minutes} minutes. Check its runs on GitHub before running it again."
                 ),
             }
         )

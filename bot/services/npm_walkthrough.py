@@ -43,7 +43,7 @@ from bot.domain.service import DEFAULT_SERVICE
 from bot.services.authz import Approvers
 from bot.services.exactly_once import ExactlyOnce
 from bot.services.lane import ReleaseLane
-from bot.services.npm_claim import ClaimLost, ReleaseAlreadyRunning, ReleaseClaimer
+from bot.services.npm_claim import ClaimLost, ClaimUnread, ReleaseAlreadyRunning, ReleaseClaimer
 from bot.services.npm_release import (
     LookPace,
     MessageRef,
@@ -302,9 +302,9 @@ class NpmTokenService:
         except ClaimLost:  # held up past its claim: nothing was sent, nor will be
             log.warning("npm-token: %s's Release click was held up past its claim: not sent", actor)
             # The claim before the look: should its give-back fail (the database away), the
-            # look is still there to give it back once it finds no run (and step 5 to say so);
-            # a look whose claim is gone does nothing.
-            if await self._claims.release(claim):  # still its own: its looks follow nothing now
+            # look, rewritten, gives it back (and step 5 says why); a look whose claim is gone
+            # does nothing.
+            if await self._claimer.give_back(claim, look):  # its looks follow nothing now
                 late = self._claimer.held_up()
                 failed = dispatching.model_copy(
                     update={"phase": ReleasePhase.NOT_STARTED, "error": clip_error(late.message)}
@@ -316,6 +316,10 @@ class NpmTokenService:
             async with self._lock:  # the walkthrough went on without it: Slack shows it newer
                 self._latest.pop(message, None)
             raise await self._claimer.not_sent(claim) from None
+        except ClaimUnread as error:  # nothing was sent: its look gives the claim back
+            await self.looks.unsent(look, error.told)
+            assert error.__cause__ is not None
+            raise error.__cause__ from None
         except RunNotIdentified as error:
             # GitHub may have started Release (it can publish): never "not started", never a
             # second run. The claim stays held while the bot looks for the run.
