@@ -154,6 +154,12 @@ def answers() -> list[str]:
         f"`v1.4.2` is already rolling out ({card}, started by {person}) in {channel}.",
         f"Already done by {person} at {messages.slack_time(AT)}; `/rollout start <tag>` &amp; b.",
         "Nothing is waiting for a Promote.",
+        # Two windows ending within one minute, a second apart (a loaded replica saw the
+        # second job complete a moment later): the same words for two times. Each was marked
+        # in the other's label, `<!date^…|<!date^…|…>>`, which Slack shows broken.
+        f"Nothing is waiting for a Promote. Hosted relay: 5% canary observing until "
+        f"{messages.slack_time(AT + timedelta(seconds=1))}; Desktop app and CLI: internal ring "
+        f"observing until {messages.slack_time(AT + timedelta(seconds=2))}.",
     ]
 
 

@@ -58,9 +58,29 @@ def reason_mrkdwn(reason: Reason) -> str:
         text = re.sub(rf"(?<![\w@])@{re.escape(actor)}(?!\w)", person(actor), text)
     for channel_id in reason.channels:
         text = re.sub(rf"(?<![\w#&])#{re.escape(channel_id)}(?!\w)", channel(channel_id), text)
-    for moment in reason.times:
-        text = text.replace(f"{moment:%Y-%m-%d %H:%M} UTC", slack_time(moment))
+    text = _marked_times(text, reason.times)
     for card in reason.cards:
         link = message_link(card.channel_id, card.ts, escape(card.label))
         text = text.replace(escape(card.label), link, 1)
     return text
+
+
+def _marked_times(text: str, times: tuple[datetime, ...]) -> str:
+    """`text` with the `times` it names marked where their words stand, in one pass: two times
+    in one minute read alike (`2026-12-01 12:30 UTC`), and marked one after the other, each
+    was marked again inside the other's label. Alike words are marked with those times in
+    the order they were named (as `recorded` read them), the last again for any after."""
+    alike: dict[str, list[datetime]] = {}
+    for moment in times:
+        alike.setdefault(f"{moment:%Y-%m-%d %H:%M} UTC", []).append(moment)
+    if not alike:
+        return text
+    marked: dict[str, int] = {}
+
+    def mark(found: re.Match[str]) -> str:
+        moments = alike[found[0]]
+        nth = marked.get(found[0], 0)
+        marked[found[0]] = nth + 1
+        return slack_time(moments[min(nth, len(moments) - 1)])
+
+    return re.sub("|".join(map(re.escape, alike)), mark, text)
