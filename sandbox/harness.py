@@ -118,11 +118,11 @@ class Sandbox(SlackUser, Lifecycle):
         """Whether waits skip short windows (not with metrics that run in real time, such as
         a real Prometheus scraping the sandbox's exporter)."""
         self.clock = SkippingClock()
-        """The clock the bot (in this process) and the GitHub simulator run on: waits of the
-        harness skip the short windows on it instead of sleeping through them."""
+        """The clock the bot (in this process), the GitHub simulator and Slack's ts run on: waits
+        of the harness skip the short windows on it instead of sleeping through them."""
         self.slack = SlackTestServer(bot_token=SLACK_BOT_TOKEN, app_token=SLACK_APP_TOKEN)
-        if variation:
-            self.slack.variation = SlackVariation(spared=OUTBOX_POSTS)
+        self.slack.ts_clock = self.clock
+        self.slack.variation = SlackVariation(spared=OUTBOX_POSTS) if variation else None
         self.github = GitHubSimulator(
             repository="scriptum/scriptum",
             token=SANDBOX_GITHUB_TOKEN,

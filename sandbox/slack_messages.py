@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from sandbox.slack_records import (
@@ -26,6 +28,10 @@ class MessageStore:
         self._messages: dict[tuple[str, str], ChannelMessage] = {}
         self._ephemerals: list[EphemeralMessage] = []
         self._last_ts_us = 0
+        self.ts_clock: Callable[[], datetime] = partial(datetime.now, UTC)
+        """The time messages are stamped at: the harness's clock, the bot's and the GitHub
+        simulator's, so that a test's jump moves Slack's time too (a look for the bot's own
+        post since a time on its clock finds it, as it does in Slack)."""
 
     def messages(self, channel: str) -> list[ChannelMessage]:
         """Top-level messages of a channel, oldest first; each carries its thread replies."""
@@ -47,7 +53,7 @@ class MessageStore:
 
     def _next_ts(self) -> str:
         """Message timestamps like Slack's: unique, increasing, `<seconds>.<6 digits>`."""
-        now_us = time.time_ns() // 1000
+        now_us = int(self.ts_clock().timestamp() * 1_000_000)
         self._last_ts_us = max(now_us, self._last_ts_us + 1)
         return f"{self._last_ts_us // 1_000_000}.{self._last_ts_us % 1_000_000:06d}"
 

@@ -15,10 +15,11 @@ from typing import Any, Literal
 import pytest
 from sandbox_views import dispatched, holding, value_of
 from test_protection_rules import answers, app_box, both_held, requested
-from test_unfollowed_runs import rollout_cards, run_cards
+from test_unfollowed_runs import has_buttons, rollout_cards, run_cards
 
 from bot.adapters.github import protection_rules as rules_module
 from bot.adapters.github.protection_rules import ProtectionRules
+from bot.adapters.slack.actions import RunValue
 from bot.domain import rollout as machine
 from bot.domain.errors import GitHubError
 from bot.domain.rollout import Phase, Rollout, StageState
@@ -378,3 +379,25 @@ async def test_a_promote_let_go_while_its_answer_was_on_its_way_is_told_as_the_b
         await box.slack.wait_for(lambda: any(STARTED in line for line in box.thread()))
         told = [line for line in box.thread() if STARTED in line]
         assert len(told) == 1 and APPLIED_UNSEEN in told[0], told
+
+
+async def test_an_adopt_clicked_as_the_run_card_appears_redraws_that_card(
+    tmp_path: Path, database_url: str
+) -> None:
+    """A re-run's card, adopted the moment it appears, after the story moved the clock on
+    (`adopted_re_run`): the card itself is redrawn as adopted, no second card is posted, and
+    no Adopt or Reject is left live; a Reject on the card as first drawn rejects nothing."""
+    async with app_box(tmp_path, database_url) as box:
+        await dispatched(box)
+        first = await box.wait_until(holding("relay", "canary"))
+        run_id = first.run_id or 0
+        await adopted_re_run(box, run_id)
+        await box.slack.wait_for(lambda: any("dopted" in c.rendered for c in run_cards(box)))
+
+        (card,) = run_cards(box)
+        assert card.updates == 1 and not has_buttons(card), card.rendered
+        reviewed = answers(box)
+        value = RunValue(run_id=run_id).encode()
+        refused = await box.click("reject_run", message=card, value=value)
+        assert refused is not None and f"Run {run_id} was adopted by" in refused, refused
+        assert answers(box) == reviewed
