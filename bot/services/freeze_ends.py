@@ -289,11 +289,12 @@ async def end_lifted_watches(
     now, freeze = effects.clock(), freeze_key(lifted.actor, lifted.since)
     for watch in await effects.timers.of_kind(kind=FREEZE_END_TIMER, due_since=at):
         rollout_id = watch.rollout_id
-        if not watch.is_pending or rollout_id is None or "watch" in (watch.payload or {}):
+        if not watch.is_pending or rollout_id is None or watch.service != lane.service:
+            continue
+        if "watch" in (watch.payload or {}):
             continue  # a stage's second timer, or one of these, tells under its watch
         own = watch.key.endswith(f":{freeze}")
-        ran_into = watch.created_at >= lifted.since and await _ran_into(lane, watch)
-        if watch.service != lane.service or not (own or ran_into):
+        if not own and not (watch.created_at >= lifted.since and await _ran_into(lane, watch)):
             continue
         key, payload = hold_watch_timer(watch.key, LIFTED, at)
         await effects.timers.schedule(
