@@ -32,7 +32,12 @@ from bot.adapters.github.schema import (
 )
 from bot.adapters.github.transport import GitHubTransport
 from bot.domain.errors import GitHubError
-from bot.domain.protection_rules import RuleRequest, WaitingDeployment, unexplained
+from bot.domain.protection_rules import (
+    ANSWER_REACH,
+    RuleRequest,
+    WaitingDeployment,
+    unexplained,
+)
 from bot.domain.run import JobStatus, RunSnapshot
 from bot.services.ports import Clock, ReviewState
 from bot.services.store_ports import ProtectionRuleRequests
@@ -144,7 +149,10 @@ class ProtectionRules:
         as it is its environment's latest request and of the snapshot's attempt (`_of_attempt`:
         an earlier attempt's tells nothing of this one's job), and the look acted on tells it
         too: one closed with the answer the bot posted (`sent` kept, `_let_go_unseen`), among
-        `applied_unseen`; one closed as `gone`, among `bypassed`."""
+        `applied_unseen`; one closed as `gone`, among `bypassed`. One closed with the answer
+        the bot posted whose job GitHub started later than `ANSWER_REACH` after the post had
+        ended (`sent_at`: its replica may have died in the middle) is among `late_starts`
+        instead: the answer may not have reached GitHub, the start may be an admin's bypass."""
         moved = [r for r in known if r.open and self._moved_on(r, snapshot)]
         latest = [
             r
@@ -168,6 +176,17 @@ class ProtectionRules:
                     request.run_id,
                     request.environment,
                 )
+            elif closed and (late := self._late(request, snapshot)) is not None:
+                _log.warning(
+                    "GitHub: run %s: the job at %s started %s after the bot's answer (%s) had "
+                    "been posted, its outcome never learned: the answer may not have reached "
+                    "GitHub, and a repository admin may have started the job past its "
+                    "protection rules",
+                    request.run_id,
+                    request.environment,
+                    late,
+                    request.sent,
+                )
             elif closed:
                 _log.info(
                     "GitHub: run %s: the job at %s went on: the bot's answer (%s) was applied",
@@ -175,16 +194,28 @@ class ProtectionRules:
                     request.environment,
                     request.sent,
                 )
+        sent = [r for r in moved if r.sent is not None] + unseen
+        late_starts = {
+            r.environment: late
+            for r in sent
+            if (late := self._late(r, snapshot)) is not None
+        }
         return replace(
             snapshot,
             bypassed=frozenset(
                 {r.environment for r in moved if r.sent is None} | {r.environment for r in gone}
             ),
             applied_unseen=frozenset(
-                {r.environment for r in moved if r.sent is not None}
-                | {r.environment for r in unseen}
+                r.environment for r in sent if r.environment not in late_starts
             ),
+            late_starts=late_starts,
         )
+
+    def _late(self, request: RuleRequest, snapshot: RunSnapshot) -> timedelta | None:
+        """How late the request's job started after the bot's answer to it had been posted
+        (`RuleRequest.started_late`, by GitHub's start of the job)."""
+        job = snapshot.job(self.jobs.get(request.environment.casefold(), ""))
+        return request.started_late(None if job is None else job.started_at)
 
     async def _not_applied(
         self, snapshot: RunSnapshot, known: Sequence[RuleRequest], read_at: datetime
@@ -253,8 +284,12 @@ class ProtectionRules:
         body = {"environment_name": environment, "state": state, "comment": comment}
         path = f"{self.github.runs_path(run_id)}/deployment_protection_rule"
         # Marked before it is posted: a poll reading the job started before this call has
-        # closed the request takes it for the bot's answer, not for an admin's bypass.
-        await self.requests.sending(run_id=run_id, environment=environment, answer=state)
+        # closed the request takes it for the bot's answer, not for an admin's bypass; and
+        # dated by when the post ends at the latest, so that a read begun later that sees the
+        # job still waiting clears the mark, even if this replica dies in the middle.
+        await self.requests.sending(
+            run_id=run_id, environment=environment, answer=state, ends_by=self.clock() + ANSWER_REACH
+        )
         try:
             answer = await post_review(self.github, path, body, operation=operation, run_id=run_id)
         except GitHubError:
