@@ -42,9 +42,9 @@ longer held by anyone."""
 ANSWER_REACH = timedelta(minutes=2)
 """How long a post of the bot's answer may take once marked (`RuleRequest.sent`): the
 transport's 15 s timeout on each request, a redirection followed, a wait for a worker, with
-room to spare; it has ended by then, or its replica died. Also how soon after GitHub applies an answer its job is
-taken to start: a job started later than both may have been started past its protection
-rules by an admin, the answer never having reached GitHub (`started_late`)."""
+room to spare; it has ended by then, or its replica died. Also how soon after GitHub applies
+an answer its job is taken to start: a job started later than both may have been started past
+its protection rules by an admin, the answer never having reached GitHub (`started_late`)."""
 
 MAX_RUN_ID = 2**63 - 1
 """Run ids are stored as 64-bit integers."""

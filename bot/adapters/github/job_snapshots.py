@@ -48,6 +48,8 @@ def job_snapshot(
         conclusion=job_conclusion,
         completed_at=completed_at,
         html_url=html_url,
-        started_at=started_at if job_status in (JobStatus.IN_PROGRESS, JobStatus.COMPLETED) else None,
+        started_at=started_at
+        if job_status in (JobStatus.IN_PROGRESS, JobStatus.COMPLETED)
+        else None,
         ran=ran,
     )
