@@ -7,7 +7,7 @@ told as possibly a bypass, in words that say the bot's answer may not have reach
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from test_protection_rule_bypass import APPLIED_UNSEEN, BYPASSED, STARTED, told_
 from test_protection_rules import app_box
 
 from bot.adapters.github import protection_rules as rules_module
-from bot.domain.protection_rules import ANSWER_REACH
+from bot.domain.protection_rules import ANSWER_REACH, RuleRequest
 from bot.domain.rollout import Rollout, StageState
 from sandbox.harness import Sandbox
 
@@ -97,6 +97,26 @@ async def test_a_start_long_after_a_replica_died_mid_post_is_told_as_possibly_a_
         told = [line for line in box.thread() if STARTED in line]
         assert len(told) == 1 and LATE in told[0], told
         assert not any(APPLIED_UNSEEN in line or BYPASSED in line for line in box.thread())
+
+
+def test_only_a_start_past_the_bound_after_a_dated_answer_is_late() -> None:
+    """Late is GitHub's start of the job more than `ANSWER_REACH` after the post of the bot's
+    answer had ended at the latest; an undated mark (an earlier version's post on its way), no
+    mark, or no start known is never late."""
+    at = datetime(2026, 12, 8, 1, 0, tzinfo=UTC)
+    marked = RuleRequest(1, "relay-rollout-50", 7, at, sent="approved", sent_at=at)
+    assert marked.started_late(at + ANSWER_REACH) is None
+    assert marked.started_late(at - timedelta(minutes=1)) is None
+    assert marked.started_late(at + ANSWER_REACH + timedelta(seconds=1)) == ANSWER_REACH + (
+        timedelta(seconds=1)
+    )
+    assert marked.started_late(None) is None
+    later = at + timedelta(hours=1)
+    for unmarked in (
+        RuleRequest(1, "relay-rollout-50", 7, at, sent="approved"),
+        RuleRequest(1, "relay-rollout-50", 7, at, sent_at=at),
+    ):
+        assert unmarked.started_late(later) is None
 
 
 async def run_id(box: Sandbox) -> int:

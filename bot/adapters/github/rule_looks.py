@@ -111,8 +111,9 @@ class RuleLooks:
         self, snapshot: RunSnapshot, known: Sequence[RuleRequest], read_at: datetime
     ) -> None:
         """Clear the mark of an answer whose outcome the bot never learned (`sent_at`) once a
-        read begun after its post ended sees the job still waiting: GitHub did not apply it,
-        and a start of the job later is no answer of the bot's (an admin's bypass)."""
+        read begun after its post had ended (at the latest: its replica may have died in the
+        middle) sees the job still waiting: GitHub did not apply it, and a start of the job
+        later is no answer of the bot's (an admin's bypass)."""
         for request in known:
             job = snapshot.job(self.jobs.get(request.environment.casefold(), ""))
             ended = request.sent_at
