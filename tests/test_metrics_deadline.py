@@ -1,7 +1,7 @@
 """A gate's reading of its live source ends by one deadline (GATE_METRICS_TIMEOUT), shared by
 every request, retry and wait of it: a Prometheus or a Sentry that never answers, or answers
-503 again and again, held a gate (and the rollout's lock, which a Kill or a Stop waits for)
-about 12 s a window, 23 s a late gate's two; now the gate says INCONCLUSIVE, the source "did
+503 again and again, held a gate's verdict (a closing window's, a Re-evaluate's) about 12 s a
+window, 23 s a late gate's two; now the gate says INCONCLUSIVE, the source "did
 not answer within N s", never PASS. A source slow but answering within it still decides.
 
 Against loopback servers: the waits a failure asks for (`Retry-After`) on the injected clock

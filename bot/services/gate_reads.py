@@ -16,7 +16,7 @@ async def read_gate(
     """Read the gate's windows (`gate_windows`: its own, and the latest stretch when it runs
     late) and judge them; a late gate takes the worse verdict (`judge_late`). None: a person
     types the figures. A late gate's two windows are read at once: a source that does not
-    answer holds the gate (and the rollout's lock) one GATE_METRICS_TIMEOUT, not two. Figures
+    answer holds the verdict one GATE_METRICS_TIMEOUT, not two. Figures
     of no window (`static`) are judged once."""
     own, *later = windows
     reading, *latest = await asyncio.gather(*(source.read(window) for window in windows))

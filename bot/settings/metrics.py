@@ -11,7 +11,7 @@ READ_WITHIN = 10.0
 """Seconds a whole reading may take by default (GATE_METRICS_TIMEOUT): its requests, asked
 again or not, and their waits. A request took up to 10 s and was asked again for 3 s more, and a
 reading asks in turn (Prometheus's clock, then the queries; Sentry again by the hour): a dead
-Prometheus held a late gate (two windows) 23 s, a Kill waiting behind it."""
+Prometheus held a late gate's verdict (two windows) 23 s."""
 
 
 class MetricsSettings(BaseModel):
@@ -26,7 +26,7 @@ class MetricsSettings(BaseModel):
     sentry_token: SecretStr | None = Field(default=None, validate_default=True)
     gate_metrics_timeout: float = Field(default=READ_WITHIN, gt=0, le=120)
     """Seconds a gate's reading of its live source may take in all (`bot.adapters.metrics.live`):
-    after them the gate says INCONCLUSIVE; it holds the rollout's lock, which a Kill waits for."""
+    after them the gate says INCONCLUSIVE (a closing window's verdict, a Re-evaluate's, waits)."""
 
     @field_validator("prometheus_url")
     @classmethod

@@ -6,7 +6,7 @@ A figure a live source cannot read is left missing with the reason (a `MetricsPr
 the gate says INCONCLUSIVE, never PASS; a failure that passes (a rate limit, a 502, 503 or 504,
 a connection refused or reset) is asked again first, for a few seconds at most. A whole reading
 (every request of it, asked again or not, and the waits) ends by its deadline (`READ_WITHIN`,
-GATE_METRICS_TIMEOUT): a gate reads under the rollout's lock, which a Kill or a Stop waits for.
+GATE_METRICS_TIMEOUT): a closing window's verdict and a Re-evaluate's wait for it.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ class LiveSource(abc.ABC):
 RETRY_WAIT = 3.0
 """Seconds one request of a reading may take in all, from its first ask, to be asked again
 after passing failures (the failed answers' own time counted with the waits): a gate's reading
-is not held much longer (a Re-evaluate reads under the rollout's lock, which a Stop waits for).
+is not held much longer (a Re-evaluate's verdict waits for it).
 A wait asked beyond it is not waited: the figure is missing, the gate INCONCLUSIVE."""
 PASSING_WAIT = 1.0
 """Seconds before asking again when the failure says no wait of its own."""
