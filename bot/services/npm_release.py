@@ -151,8 +151,7 @@ class ReleaseLooks:
     async def first(
         self, message: MessageRef, shown: Walkthrough, claim: Claim, dispatched_at: datetime
     ) -> ReleaseLook:
-        """Written before the dispatch: due a lease later, unless the dispatch's outcome
-        replaces it (`next`, then `cancel`)."""
+        """Written before the dispatch, due a lease later unless its outcome replaces it."""
         due = dispatched_at + self.pace.resume_after
         look = _first_look(message, shown, claim, dispatched_at, until=due + self.pace.search_for)
         await self._write(look, due)
@@ -202,32 +201,33 @@ class ReleaseLooks:
         return looks
 
     async def unsent(self, look: ReleaseLook, why: str) -> None:
-        """The click sent nothing and kept its claim (the database away, or Slack dropped the
-        redraw that says so): the chain of `look` is ended by a look that draws step 5 saying
-        `why`, never that GitHub's answer was unclear, and only then gives the claim back. Should
-        that fail too (the database still away), the chain does it, searching."""
+        """The click sent nothing and kept its claim (the database away, or Slack dropped its
+        redraw): a look instead of `look` draws step 5 saying `why` (never that GitHub's answer
+        was unclear), then gives the claim back; failing that, the chain does it, searching."""
         failed = look.release.model_copy(
             update={"phase": ReleasePhase.NOT_STARTED, "error": clip_error(why)}
         )
-        shown = look.walkthrough.model_copy(update={"release": failed})
-        ending = look.model_copy(update={"walkthrough": shown, "number": look.number + 1})
         try:
-            # After the chain's newest look (the first may have fired, searching), which then
-            # finds the chain gone on without it; a look written meanwhile takes the next key.
-            written = None
-            while written is None or written.payload != _payload(ending):
-                while await self.timers.get(key=ending.key) is not None:
-                    ending = ending.model_copy(update={"number": ending.number + 1})
-                written = await self._write(ending, self.clock() + self.pace.every)
-            await self.cancel(look)
+            await self.instead(look, look.walkthrough.model_copy(update={"release": failed}))
         except Exception:
             log.warning("npm-token: could not record that %s sent nothing", look.key, exc_info=True)
+
+    async def instead(self, look: ReleaseLook, shown: Walkthrough, **update: object) -> None:
+        """A look showing `shown` (and `update`) instead of `look`, due a poll interval later,
+        after the newest of its chain (`look` may have fired, the bot slow to dispatch), which
+        then finds the chain gone on without it; one written meanwhile takes the next key."""
+        ending = look.model_copy(update={"walkthrough": shown, "number": look.number + 1, **update})
+        written = None
+        while written is None or written.payload != _payload(ending):
+            while await self.timers.get(key=ending.key) is not None:
+                ending = ending.model_copy(update={"number": ending.number + 1})
+            written = await self._write(ending, self.clock() + self.pace.every)
+        await self.cancel(look)
 
     async def cancel(self, look: ReleaseLook) -> None:
         await self.timers.cancel(key=look.key, now=self.clock())
 
     async def _write(self, look: ReleaseLook, due: datetime) -> Timer:
-        """The look written, once (its key): the stored one when another took its key."""
         written = await self.timers.schedule(
             key=look.key,
             kind=RELEASE_TIMER,

@@ -322,8 +322,8 @@ class NpmTokenService:
             searching = dispatching.model_copy(update={"error": _why(error)})
             drawn = await self._set_release(message, shown, searching)
             until = dispatched_at + self.looks.pace.search_for
-            accepted = {"accepted": True} if error.accepted else {}  # a 204, its run not told
-            await self.looks.next(look.model_copy(update=accepted), drawn, until=until)
+            accepted = error.accepted or None  # a 204, its run not told
+            await self.looks.instead(look, drawn, until=until, accepted=accepted)
         except GitHubError as error:
             await self.looks.cancel(look)  # before the claim: the click may be repeated then
             await self._claims.release(claim)  # nothing started
