@@ -193,8 +193,17 @@ class ProtectionRuleStore(ServiceStore):
             )
             return rows_changed(result)
 
-    async def sending(self, *, run_id: int, environment: str, answer: RuleAnswer | None) -> None:
-        await self._update_open(run_id, Row.environment == environment, sent=answer, sent_at=None)
+    async def sending(
+        self,
+        *,
+        run_id: int,
+        environment: str,
+        answer: RuleAnswer | None,
+        ends_by: datetime | None = None,
+    ) -> None:
+        await self._update_open(
+            run_id, Row.environment == environment, sent=answer, sent_at=ends_by
+        )
 
     async def unknown(self, *, run_id: int, environment: str, at: datetime) -> None:
         await self._update_open(run_id, Row.environment == environment, sent_at=at)

@@ -48,6 +48,7 @@ EVENTS: list[told.Event] = [
     told.StageJobFailed("Relay", "deploy", "failure", (("deploy", "https://gh/j"),), "u", "rb"),
     told.StageJobFailed("Relay", "deploy", None, (), "https://gh/run", "rb"),
     told.PromotedOnGitHub("Relay", "5%", "50%", StageState.OBSERVING, "octocat"),
+    told.PromotedOnGitHub("Relay", "5%", "50%", StageState.HOLDING, None, late_minutes=3),
     told.RejectedOnGitHub("Desktop", "beta", None, "", None, desktop=True, failure_job="kill"),
     told.StageDeployed("Relay", "5%", timedelta(minutes=30), AT),
     told.TrackCompleted("Relay", "100%"),

@@ -39,6 +39,13 @@ GITHUB_WAIT_LIMIT = timedelta(days=30)
 time", 30 days; a run is cancelled after 35 days in all): a request older than that is no
 longer held by anyone."""
 
+ANSWER_REACH = timedelta(minutes=2)
+"""How long a post of the bot's answer may take once marked (`RuleRequest.sent`): the
+transport's 15 s timeout on each request, a redirection followed, a wait for a worker, with
+room to spare; it has ended by then, or its replica died. Also how soon after GitHub applies
+an answer its job is taken to start: a job started later than both may have been started past
+its protection rules by an admin, the answer never having reached GitHub (`started_late`)."""
+
 MAX_RUN_ID = 2**63 - 1
 """Run ids are stored as 64-bit integers."""
 
@@ -66,9 +73,22 @@ class RuleRequest:
     it (its reply not seen yet, or lost): a job found started is then the bot's answer
     applied, not an admin's bypass. None when GitHub clearly did not take it."""
     sent_at: datetime | None = None
-    """When the post of `sent` ended without GitHub telling whether it applied it (its reply
-    and read-back lost); None while a post is on its way. A read of the run begun after then
-    that sees the job still waiting knows it was not applied."""
+    """When the post of `sent` had ended at the latest: marked `ANSWER_REACH` after the post
+    began, then dated when it ended without GitHub telling whether it applied it (its reply
+    and read-back lost). A read of the run begun after then that sees the job still waiting
+    knows it was not applied, even when the replica posting it died in the middle. None while
+    the post of a replica of an earlier version is on its way (it dated none before)."""
+
+    def started_late(self, started_at: datetime | None) -> timedelta | None:
+        """How long after the post of `sent` had ended (`sent_at`) its job started at
+        `started_at`, GitHub's, when later than `ANSWER_REACH` after it: the bot's answer may
+        never have reached GitHub (its replica died in the middle of the post), and the job
+        may have been started past its protection rules. None when the job started in time,
+        or either time is not known."""
+        if self.sent is None or self.sent_at is None or started_at is None:
+            return None
+        late = started_at - self.sent_at
+        return late if late > ANSWER_REACH else None
 
     @property
     def key(self) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from bot.domain.protection_rules import RuleRequest
@@ -39,6 +39,9 @@ class JobSnapshot:
     conclusion: JobConclusion | None = None
     completed_at: datetime | None = None
     html_url: str | None = None
+    started_at: datetime | None = None
+    """When GitHub started the job (its `started_at`), once it runs or ran; None when not
+    reported."""
     ran: bool = True
     """False when no runner ever took the job: skipped, or its environment was rejected."""
     job_id: int = 0
@@ -120,6 +123,12 @@ class RunSnapshot:
     """Environments whose job started (or ran) on an answer of the bot's to the App's request
     whose reply from GitHub the bot had not seen (lost, or still on its way), or that a look
     found applied before the answer was recorded with the rollout."""
+    late_starts: Mapping[str, timedelta] = field(default_factory=dict)
+    """Environments whose job started (or ran) with an answer of the bot's marked posted, but
+    later than `ANSWER_REACH` after its post had ended (`RuleRequest.started_late`), by how
+    much: the answer may never have reached GitHub (its replica died in the middle of the
+    post), and an admin may have started the job past its protection rules. Not among
+    `applied_unseen`."""
 
     @property
     def completed(self) -> bool:
@@ -147,6 +156,11 @@ class RunSnapshot:
     def was_applied_unseen(self, environment: str) -> bool:
         wanted = environment.casefold()
         return any(name.casefold() == wanted for name in self.applied_unseen)
+
+    def late_start(self, environment: str) -> timedelta | None:
+        wanted = environment.casefold()
+        late = [by for name, by in self.late_starts.items() if name.casefold() == wanted]
+        return late[0] if late else None
 
     def review_of(self, environment: str) -> EnvironmentReview | None:
         """The latest review of an environment (a run attempt reviews each one at most once)."""

@@ -341,9 +341,17 @@ class ProtectionRuleRequests(Protocol):
         `gone` with an answer GitHub took; how many this call closed (0: someone did first)."""
         ...
 
-    async def sending(self, *, run_id: int, environment: str, answer: RuleAnswer | None) -> None:
+    async def sending(
+        self,
+        *,
+        run_id: int,
+        environment: str,
+        answer: RuleAnswer | None,
+        ends_by: datetime | None = None,
+    ) -> None:
         """Mark the run's open request for `environment` with the answer the bot posts to it
-        (`RuleRequest.sent`; None: GitHub clearly did not take it), its post on its way."""
+        (`RuleRequest.sent`; None: GitHub clearly did not take it), its post on its way and
+        ended by `ends_by` (`RuleRequest.sent_at`)."""
         ...
 
     async def unknown(self, *, run_id: int, environment: str, at: datetime) -> None:

@@ -20,6 +20,7 @@ def job_snapshot(
     *,
     ran: bool = True,
     job_id: int = 0,
+    started_at: datetime | None = None,
 ) -> JobSnapshot:
     """A job as the domain sees it. GitHub adds statuses and conclusions over time: an unknown
     status counts as queued (not started, nothing to act on yet); an unknown conclusion of a
@@ -47,5 +48,8 @@ def job_snapshot(
         conclusion=job_conclusion,
         completed_at=completed_at,
         html_url=html_url,
+        started_at=started_at
+        if job_status in (JobStatus.IN_PROGRESS, JobStatus.COMPLETED)
+        else None,
         ran=ran,
     )

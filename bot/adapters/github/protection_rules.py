@@ -22,6 +22,7 @@ from bot.adapters.github.attempts import latest_attempt, not_for
 from bot.adapters.github.pages import every_page
 from bot.adapters.github.refusals import unless_missing
 from bot.adapters.github.reviews import post_review
+from bot.adapters.github.rule_looks import RuleLooks
 from bot.adapters.github.schema import (
     DEPLOYMENT_STATUSES,
     DEPLOYMENTS,
@@ -32,7 +33,12 @@ from bot.adapters.github.schema import (
 )
 from bot.adapters.github.transport import GitHubTransport
 from bot.domain.errors import GitHubError
-from bot.domain.protection_rules import RuleRequest, WaitingDeployment, unexplained
+from bot.domain.protection_rules import (
+    ANSWER_REACH,
+    RuleRequest,
+    WaitingDeployment,
+    unexplained,
+)
 from bot.domain.run import JobStatus, RunSnapshot
 from bot.services.ports import Clock, ReviewState
 from bot.services.store_ports import ProtectionRuleRequests
@@ -87,6 +93,9 @@ class ProtectionRules:
     was lost), and explains no waiting job."""
     _enabled: dict[str, tuple[bool, datetime]] = field(default_factory=dict, init=False)
 
+    def __post_init__(self) -> None:
+        self._looks = RuleLooks(self.requests, self.clock, self.jobs)
+
     async def holding(
         self, snapshot: RunSnapshot, *, read_at: datetime | None = None
     ) -> RunSnapshot:
@@ -97,13 +106,13 @@ class ProtectionRules:
             return snapshot  # its requests are closed with the run (`close_run`)
         run_id = snapshot.run_id
         known = await self.requests.for_run(run_id)
-        snapshot = await self._let_go(snapshot, known)
+        snapshot = await self._looks.let_go(snapshot, known)
         if read_at is not None:
-            await self._not_applied(snapshot, known, read_at)
+            await self._looks.not_applied(snapshot, known, read_at)
         waiting_jobs = sum(1 for j in snapshot.jobs.values() if j.status is JobStatus.WAITING)
         if not waiting_jobs:
             return snapshot  # nothing waits: a request still open was answered another way
-        held = {r.environment for r in known if r.open and not self._moved_on(r, snapshot)}
+        held = {r.environment for r in known if r.open and not self._looks.moved_on(r, snapshot)}
         explained = {name.casefold() for name in (*snapshot.waiting, *held)}
         found: list[RuleRequest] = []
         if waiting_jobs > len(explained):
@@ -130,91 +139,6 @@ class ProtectionRules:
             rule_waits=rule_waits,
             unrequested=tuple(found),
         )
-
-    async def _let_go(self, snapshot: RunSnapshot, known: Sequence[RuleRequest]) -> RunSnapshot:
-        """Close the open requests whose job runs or ran: GitHub no longer waits for the App
-        there. One the bot had posted an answer to that GitHub may have applied (`sent`: its
-        reply lost, or not yet seen) is closed with that answer, its environment among the
-        snapshot's `applied_unseen`; any other as `gone`, among `bypassed` (a repository
-        admin started the job past its protection rules). Left open, such a request would be
-        answered later, by a click, a stop, or on a re-run of the run whose job asks again at
-        that environment (the callback names the run and the environment only), or offered on
-        a card once the rollout ended. One let go already (by a look that failed or was
-        overtaken after it, here or on another replica) is told the same way still, as long
-        as it is its environment's latest request and of the snapshot's attempt (`_of_attempt`:
-        an earlier attempt's tells nothing of this one's job), and the look acted on tells it
-        too: one closed with the answer the bot posted (`sent` kept, `_let_go_unseen`), among
-        `applied_unseen`; one closed as `gone`, among `bypassed`."""
-        moved = [r for r in known if r.open and self._moved_on(r, snapshot)]
-        latest = [
-            r
-            for r in {r.environment.casefold(): r for r in known}.values()
-            if _of_attempt(snapshot, r)
-        ]
-        gone = [r for r in latest if r.answer == "gone" and self._moved_on(r, snapshot)]
-        unseen = [r for r in latest if _let_go_unseen(r) and self._moved_on(r, snapshot)]
-        for request in moved:
-            closed = await self.requests.close(
-                run_id=request.run_id,
-                environment=request.environment,
-                answer=request.sent or "gone",
-                at=self.clock(),
-            )
-            if closed and request.sent is None:
-                _log.warning(
-                    "GitHub: run %s: the job at %s started without the App's answer to its "
-                    "protection rule (a repository admin started it past its protection "
-                    "rules): its request is let go",
-                    request.run_id,
-                    request.environment,
-                )
-            elif closed:
-                _log.info(
-                    "GitHub: run %s: the job at %s went on: the bot's answer (%s) was applied",
-                    request.run_id,
-                    request.environment,
-                    request.sent,
-                )
-        return replace(
-            snapshot,
-            bypassed=frozenset(
-                {r.environment for r in moved if r.sent is None} | {r.environment for r in gone}
-            ),
-            applied_unseen=frozenset(
-                {r.environment for r in moved if r.sent is not None}
-                | {r.environment for r in unseen}
-            ),
-        )
-
-    async def _not_applied(
-        self, snapshot: RunSnapshot, known: Sequence[RuleRequest], read_at: datetime
-    ) -> None:
-        """Clear the mark of an answer whose outcome the bot never learned (`sent_at`) once a
-        read begun after its post ended sees the job still waiting: GitHub did not apply it,
-        and a start of the job later is no answer of the bot's (an admin's bypass)."""
-        for request in known:
-            job = snapshot.job(self.jobs.get(request.environment.casefold(), ""))
-            ended = request.sent_at
-            if not request.open or ended is None or ended >= read_at or job is None:
-                continue
-            if job.status is not JobStatus.WAITING:
-                continue
-            cleared = await self.requests.not_applied(
-                run_id=request.run_id, environment=request.environment, sent_at=ended
-            )
-            if cleared:
-                _log.info(
-                    "GitHub: run %s: the job at %s still waits: the bot's answer (%s) whose "
-                    "outcome it never learned was not applied",
-                    request.run_id,
-                    request.environment,
-                    request.sent,
-                )
-
-    def _moved_on(self, request: RuleRequest, snapshot: RunSnapshot) -> bool:
-        """Whether the request's job runs or ran: it waits no more, whatever the request says."""
-        job = snapshot.job(self.jobs.get(request.environment.casefold(), ""))
-        return job is not None and job.status in (JobStatus.IN_PROGRESS, JobStatus.COMPLETED)
 
     async def answer(
         self,
@@ -253,8 +177,13 @@ class ProtectionRules:
         body = {"environment_name": environment, "state": state, "comment": comment}
         path = f"{self.github.runs_path(run_id)}/deployment_protection_rule"
         # Marked before it is posted: a poll reading the job started before this call has
-        # closed the request takes it for the bot's answer, not for an admin's bypass.
-        await self.requests.sending(run_id=run_id, environment=environment, answer=state)
+        # closed the request takes it for the bot's answer, not for an admin's bypass; and
+        # dated by when the post ends at the latest, so that a read begun later that sees the
+        # job still waiting clears the mark, even if this replica dies in the middle.
+        ends_by = self.clock() + ANSWER_REACH
+        await self.requests.sending(
+            run_id=run_id, environment=environment, answer=state, ends_by=ends_by
+        )
         try:
             answer = await post_review(self.github, path, body, operation=operation, run_id=run_id)
         except GitHubError:
@@ -272,7 +201,7 @@ class ProtectionRules:
                 )
                 _log.warning("GitHub: run %s: %s", run_id, text)
                 # Its outcome unknown from now: a read begun later that sees the job still
-                # waiting clears the mark (`_not_applied`).
+                # waiting clears the mark (`RuleLooks.not_applied`).
                 await self.requests.unknown(run_id=run_id, environment=environment, at=self.clock())
                 raise GitHubError(text)
             _log.warning(
@@ -355,23 +284,6 @@ class ProtectionRules:
         return await github.call(
             f"read the deployments waiting on run {run_id}", read, run_id=run_id
         )
-
-
-def _of_attempt(snapshot: RunSnapshot, request: RuleRequest) -> bool:
-    """Whether `request` may be of the snapshot's attempt. Requests name no attempt (nor does
-    the callback): one kept before a re-run began (GitHub's `run_started_at`, which a re-run
-    resets) asked for an earlier attempt's job, and how it was closed says nothing of this
-    attempt's. GitHub re-runs only a completed run, so its requests all came before."""
-    started = snapshot.started_at
-    return snapshot.attempt == 1 or started is None or request.requested_at >= started
-
-
-def _let_go_unseen(request: RuleRequest) -> bool:
-    """Whether the closed `request` was closed with the answer the bot posted to it (`sent`,
-    kept once closed): GitHub applied it, whether the click saw its reply or a look found the
-    job started first (the reply on its way, or lost: `sent_at`). A refused or unapplied
-    answer clears `sent` while the request is open; an admin's bypass closes it as `gone`."""
-    return not request.open and request.sent is not None and request.answer == request.sent
 
 
 def _statuses(github: GitHubTransport, deployment_id: int) -> list[DeploymentStatus]:

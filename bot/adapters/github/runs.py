@@ -71,6 +71,7 @@ class WorkflowRuns:
                     job.html_url,
                     ran=bool(job.steps) or job.runner_id is not None,
                     job_id=job.id,
+                    started_at=None if job.started_at is None else job.started_at.astimezone(UTC),
                 )
                 for job in self._run_jobs(run_id)
             }

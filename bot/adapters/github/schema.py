@@ -79,6 +79,7 @@ class Job(_Answer):
     name: str = ""
     status: str | None = None
     conclusion: str | None = None
+    started_at: AwareDatetime | None = None
     completed_at: AwareDatetime | None = None
     html_url: str | None = None
     steps: list[Step] = Field(default_factory=list)

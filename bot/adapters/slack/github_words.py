@@ -344,6 +344,13 @@ def promoted_on_github_text(event: PromotedOnGitHub) -> str:
             "past its protection rules, not let through by the bot's gate (the bot's protection "
             "rule was never answered, and the bot will not answer it now)"
         )
+    elif event.late_minutes:
+        what = (
+            f"*{event.following}* ({event.track}) started on GitHub at least {event.late_minutes} "
+            f"minute{'' if event.late_minutes == 1 else 's'} after the bot's approval was sent, "
+            "whose reply from GitHub the bot never saw: the approval may not have reached "
+            "GitHub, and a repository admin may have started it past its protection rules"
+        )
     elif event.by_bot:
         what = (
             f"*{event.following}* ({event.track}) started on GitHub on the bot's own approval, "

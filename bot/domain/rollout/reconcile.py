@@ -198,8 +198,10 @@ def _reviewed_on_github(
     reviewer = review.reviewer if review is not None and review.state == "approved" else None
     bypassed = reviewer is None and snapshot.was_bypassed(following.environment)
     by_bot = reviewer is None and snapshot.was_applied_unseen(following.environment)
+    late = snapshot.late_start(following.environment) if reviewer is None else None
     labels = (plan_track.label, plan_track.stage(stage.key).label, following.label)
-    told = PromotedOnGitHub(*labels, stage.state, reviewer, bypassed, by_bot)
+    minutes = 0 if late is None else max(1, int(late.total_seconds() // 60))
+    told = PromotedOnGitHub(*labels, stage.state, reviewer, bypassed, by_bot, minutes)
     work.effects.append(Announce(told))
     return True
 

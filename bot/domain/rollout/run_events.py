@@ -68,6 +68,10 @@ class PromotedOnGitHub(AtStage):
     by_bot: bool = False
     """Started on the bot's own approval, whose reply from GitHub it had not seen (a Promote
     told it could not be read back)."""
+    late_minutes: int = 0
+    """Started this many minutes after the bot's approval, whose outcome it never learned, had
+    been posted (`RunSnapshot.late_starts`): the approval may not have reached GitHub, and an
+    admin may have started it past its protection rules. 0 when not so."""
 
 
 @dataclass(frozen=True)
