@@ -442,6 +442,54 @@ async def test_a_form_whose_approver_check_slack_rate_limits_is_answered_within_
         assert await box.submit_view(view_id, figures, user=SECOND) == {}  # Slack answered since
 
 
+async def test_a_form_answered_after_slacks_3_s_is_told_the_bot_was_too_slow_and_nothing_is_done(
+    tmp_path: Path,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A form the bot takes longer than Slack's 3 s to answer (its event loop overloaded; here
+    the approver check waits out Slack's rate limit, its own bound lifted): Bolt answers it
+    as one no listener took, which told the person "does not carry a value the bot made"
+    (untrue: in an incident, a hunt for a stale card that does not exist). The form now says
+    the bot was too slow and nothing was done; the listener, once it answers (too late), does
+    nothing; and the form sent again is judged once."""
+    monkeypatch.setattr(form_refusals, "FORM_CHECK_S", 30.0)
+    evaluating = StageState.EVALUATING
+    plan_yaml = fast_plan(tmp_path / "figures.yml", manual_tracks=("relay",))
+    approvers = {"ROLLOUT_APPROVERS": f"{RELEASE_MANAGER},{GROUP}"}
+    async with Sandbox(
+        workdir=tmp_path, database_url=database_url, plan_yaml=plan_yaml, extra_env=approvers
+    ) as box:
+        box.slack.usergroups[GROUP] = [SECOND]
+        view_id = await figures_form_opened(box)
+        figures = {
+            "crash_rate": {"figure": {"type": "number_input", "value": "0.001"}},
+            "error_rate": {"figure": {"type": "number_input", "value": "0.001"}},
+        }
+        box.slack.fail_next("usergroups.users.list", error="ratelimited", status=429, retry_after=4)
+
+        answer = await box.submit_view(view_id, figures, user=SECOND)
+
+        assert answer["response_action"] == "errors"
+        (said,) = answer["errors"].values()
+        assert "too slow" in said and "nothing was done" in said, said
+        assert "does not carry" not in said
+        # The late listener asks Slack again after the Retry-After, then acknowledges: too late,
+        # it stops there (logged), or, as before, goes on to judge the figures.
+        await box.slack.wait_for_call("usergroups.users.list", count=2)
+        async with asyncio.timeout(10):
+            while "answered after Slack's 3 s" not in caplog.text:
+                if stage_state(await box.rollout(), "relay", "canary") is not evaluating:
+                    break
+                await asyncio.sleep(0.02)
+        assert stage_state(await box.rollout(), "relay", "canary") is evaluating
+        assert await box.submit_view(view_id, figures, user=SECOND) == {}
+        await box.wait_until(lambda r: stage_state(r, "relay", "canary") is not evaluating)
+        told = [note.text for note in box.slack.ephemerals(user=SECOND)]
+        assert not [text for text in told if "Already done" in text]  # judged once
+
+
 async def test_a_form_whose_rollout_a_database_lock_holds_up_is_told_so_and_nothing_is_done(
     tmp_path: Path, postgres_database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
