@@ -38,7 +38,7 @@ def clock_finding(settings: Settings) -> Finding | None:
     url = str(settings.prometheus_url)
     shown = f"Prometheus at {public_url(url)}"
     try:
-        offset = asyncio.run(check_clock(url))
+        offset = asyncio.run(check_clock(url, within=settings.gate_metrics_timeout))
     except MetricsProblem as problem:
         return failed(f"{shown}'s clock", f"{problem}: check PROMETHEUS_URL")
     return _offset_finding(

@@ -7,9 +7,16 @@ from pydantic import AnyHttpUrl, BaseModel, Field, SecretStr, ValidationInfo, fi
 
 from bot.config_checks import metrics_sources
 
+READ_WITHIN = 10.0
+"""Seconds a whole reading may take by default (GATE_METRICS_TIMEOUT): its requests, asked
+again or not, and their waits. A request took up to 10 s and was asked again for 3 s more, and a
+reading asks in turn (Prometheus's clock, then the queries; Sentry again by the hour): a dead
+Prometheus held a late gate's verdict (two windows) 23 s."""
+
 
 class MetricsSettings(BaseModel):
-    """PROMETHEUS_URL, SENTRY_URL, SENTRY_ORG, SENTRY_PROJECT, SENTRY_TOKEN."""
+    """PROMETHEUS_URL, SENTRY_URL, SENTRY_ORG, SENTRY_PROJECT, SENTRY_TOKEN,
+    GATE_METRICS_TIMEOUT."""
 
     prometheus_url: AnyHttpUrl | None = Field(default=None, validate_default=True)
     sentry_url: AnyHttpUrl = AnyHttpUrl("https://sentry.io")
@@ -17,6 +24,9 @@ class MetricsSettings(BaseModel):
     sentry_project: str | None = Field(default=None, pattern=r"^[0-9]+$")
     """The numeric project id: Sentry's sessions API filters projects by id."""
     sentry_token: SecretStr | None = Field(default=None, validate_default=True)
+    gate_metrics_timeout: float = Field(default=READ_WITHIN, gt=0, le=120)
+    """Seconds a gate's reading of its live source may take in all (`bot.adapters.metrics.live`):
+    after them the gate says INCONCLUSIVE (a closing window's verdict, a Re-evaluate's, waits)."""
 
     @field_validator("prometheus_url")
     @classmethod

@@ -22,9 +22,13 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
 from urllib.parse import urlencode
 
-import aiohttp
-
-from bot.adapters.metrics.live import LiveSource, MetricsProblem, Sleep, utc_now
+from bot.adapters.metrics.live import (
+    Asking,
+    LiveSource,
+    MetricsProblem,
+    Sleep,
+    utc_now,
+)
 from bot.adapters.metrics.prometheus_api import (
     NoSeries,
     PrometheusClient,
@@ -36,6 +40,7 @@ from bot.domain.gate import format_rate
 from bot.domain.metrics import Figures, MetricReading, QueryWindow, Reading
 from bot.domain.plan import PrometheusMetrics, PrometheusQuery, fill
 from bot.services.ports import Clock
+from bot.settings.metrics import READ_WITHIN
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +83,12 @@ class PrometheusSource(LiveSource):
         url: str | None,
         clock: Clock = utc_now,
         timeout: float = 10.0,
+        within: float = READ_WITHIN,
         charts: bool = True,
         compare_clocks: bool = True,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
-        super().__init__(clock=clock, timeout=timeout)
+        super().__init__(clock=clock, timeout=timeout, within=within)
         self._config = config
         self._client = PrometheusClient(url, clock=clock, sleep=sleep) if url else None
         self._charts = charts
@@ -106,7 +112,7 @@ class PrometheusSource(LiveSource):
         return _reading(config, tuple(read), window)
 
     async def _clocks(
-        self, session: aiohttp.ClientSession, client: PrometheusClient
+        self, session: Asking, client: PrometheusClient
     ) -> tuple[str, int | None] | None:
         """Why no figure can be read for the clocks, and the offset when they are apart (None:
         they agree)."""
@@ -120,7 +126,7 @@ class PrometheusSource(LiveSource):
 
     async def _metric(
         self,
-        session: aiohttp.ClientSession,
+        session: Asking,
         client: PrometheusClient,
         name: str,
         query: PrometheusQuery,
@@ -178,7 +184,7 @@ class PrometheusSource(LiveSource):
 
     @staticmethod
     async def _instant(
-        session: aiohttp.ClientSession, client: PrometheusClient, expr: str | None, at: datetime
+        session: Asking, client: PrometheusClient, expr: str | None, at: datetime
     ) -> _Read:
         if expr is None:
             return _Read(None, None)
@@ -190,7 +196,7 @@ class PrometheusSource(LiveSource):
 
     async def _chart(
         self,
-        session: aiohttp.ClientSession,
+        session: Asking,
         client: PrometheusClient,
         query: PrometheusQuery,
         window: QueryWindow,

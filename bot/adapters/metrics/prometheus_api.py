@@ -11,13 +11,20 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import aiohttp
 from yarl import URL
 
-from bot.adapters.metrics.live import MetricsProblem, Sleep, request_json, utc_now
+from bot.adapters.metrics.live import (
+    Asking,
+    MetricsProblem,
+    Sleep,
+    asking,
+    request_json,
+    utc_now,
+)
 from bot.domain.clocks import ClockOffset
 from bot.services.clock_skew import offset_of, too_slow_to_tell
 from bot.services.ports import Clock
+from bot.settings.metrics import READ_WITHIN
 
 _MAX_WARNING = 200
 """A warning's text is cut to this many characters in a figure's problem."""
@@ -31,10 +38,12 @@ def public_url(base_url: str) -> str:
     return str(url).rstrip("/")
 
 
-async def check_clock(url: str, *, clock: Clock = utc_now) -> ClockOffset:
+async def check_clock(
+    url: str, *, clock: Clock = utc_now, within: float = READ_WITHIN
+) -> ClockOffset:
     """How far Prometheus's clock at `url` is from `clock`; raises MetricsProblem when it
-    cannot answer a query within 10 s (unreachable, refusing, not Prometheus)."""
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+    cannot answer within `within` seconds (unreachable, refusing, not Prometheus)."""
+    async with asking(each=READ_WITHIN, within=within) as session:
         return await PrometheusClient(url).offset(session, clock)
 
 
@@ -57,9 +66,7 @@ class PrometheusClient:
         self._clock = clock
         self._sleep = sleep
 
-    async def instant(
-        self, session: aiohttp.ClientSession, query: str, at: datetime | None
-    ) -> Decimal:
+    async def instant(self, session: Asking, query: str, at: datetime | None) -> Decimal:
         """The one number `query` gives at `at` (None: at Prometheus's own now); raises
         MetricsProblem with the reason otherwise."""
         form = {"query": query} if at is None else {"query": query, "time": _epoch(at)}
@@ -77,19 +84,19 @@ class PrometheusClient:
             )
         return _number(result[0].get("value"))
 
-    async def now(self, session: aiohttp.ClientSession) -> datetime:
+    async def now(self, session: Asking) -> datetime:
         """Prometheus's clock: `time()` asked without a `time` is evaluated at the server's
         now (with one, it would only give that `time` back)."""
         return datetime.fromtimestamp(float(await self.instant(session, "time()", None)), UTC)
 
-    async def offset(self, session: aiohttp.ClientSession, clock: Clock) -> ClockOffset:
+    async def offset(self, session: Asking, clock: Clock) -> ClockOffset:
         """How far Prometheus's clock is from `clock` (`offset_of`: read again while the
         answers' round trips leave it unclear)."""
         return await offset_of(lambda: self.now(session), clock)
 
     async def series(
         self,
-        session: aiohttp.ClientSession,
+        session: Asking,
         query: str,
         *,
         start: datetime,
@@ -118,7 +125,7 @@ class PrometheusClient:
         return tuple(points)
 
     async def _call(
-        self, session: aiohttp.ClientSession, endpoint: str, form: Mapping[str, str]
+        self, session: Asking, endpoint: str, form: Mapping[str, str]
     ) -> dict[str, Any]:
         status, body = await request_json(
             session,

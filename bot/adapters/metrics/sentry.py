@@ -21,10 +21,16 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
 from pydantic import SecretStr
 
-from bot.adapters.metrics.live import LiveSource, MetricsProblem, Sleep, request_json, utc_now
+from bot.adapters.metrics.live import (
+    Asking,
+    LiveSource,
+    MetricsProblem,
+    Sleep,
+    request_json,
+    utc_now,
+)
 from bot.adapters.metrics.sentry_buckets import (
     HOUR,
     SLACK,
@@ -36,6 +42,7 @@ from bot.adapters.metrics.sentry_buckets import (
 from bot.domain.metrics import Figures, MetricReading, QueryWindow, Reading
 from bot.domain.plan import SentryMetrics, fill
 from bot.services.ports import Clock
+from bot.settings.metrics import READ_WITHIN
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +76,7 @@ class SentryClient:
 
     async def totals(
         self,
-        session: aiohttp.ClientSession,
+        session: Asking,
         *,
         field: str,
         query: str,
@@ -127,9 +134,7 @@ class SentryClient:
         except (ValueError, TypeError, AttributeError, KeyError, IndexError):
             raise MetricsProblem("Sentry answered in an unexpected shape") from None
 
-    async def _get(
-        self, session: aiohttp.ClientSession, params: list[tuple[str, str]]
-    ) -> tuple[int, Any]:
+    async def _get(self, session: Asking, params: list[tuple[str, str]]) -> tuple[int, Any]:
         url = f"{self._access.url.rstrip('/')}/api/0/organizations/{self._access.org}/sessions/"
         headers = {"Authorization": f"Bearer {self._access.token.get_secret_value()}"}
         return await request_json(
@@ -154,9 +159,10 @@ class SentrySource(LiveSource):
         access: SentryAccess | None,
         clock: Clock = utc_now,
         timeout: float = 10.0,
+        within: float = READ_WITHIN,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
-        super().__init__(clock=clock, timeout=timeout)
+        super().__init__(clock=clock, timeout=timeout, within=within)
         self._config = config
         self._client = SentryClient(access, clock=clock, sleep=sleep) if access else None
 
@@ -210,7 +216,7 @@ class SentrySource(LiveSource):
 
     async def _totals(
         self,
-        session: aiohttp.ClientSession,
+        session: Asking,
         client: SentryClient,
         query: str | None,
         environment: str | None,

@@ -24,6 +24,7 @@ from bot.config import Settings
 from bot.domain.metrics import Figures, QueryWindow, Reading, window_ending
 from bot.domain.plan import Metrics, PrometheusMetrics, SentryMetrics, Stage, StaticMetrics
 from bot.services.ports import MetricsSource
+from bot.settings.metrics import READ_WITHIN
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +68,12 @@ class ManualSource:
 
 @dataclass(frozen=True)
 class MetricsEndpoints:
-    """Where the live sources read, from the settings (PROMETHEUS_URL, SENTRY_*)."""
+    """Where the live sources read, from the settings (PROMETHEUS_URL, SENTRY_*), and how long
+    a reading may take in all (GATE_METRICS_TIMEOUT)."""
 
     prometheus_url: str | None = None
     sentry: SentryAccess | None = None
+    within: float = READ_WITHIN
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MetricsEndpoints:
@@ -83,7 +86,11 @@ class MetricsEndpoints:
                 token=settings.sentry_token,
             )
         prometheus = settings.prometheus_url
-        return cls(prometheus_url=None if prometheus is None else str(prometheus), sentry=sentry)
+        return cls(
+            prometheus_url=None if prometheus is None else str(prometheus),
+            sentry=sentry,
+            within=settings.gate_metrics_timeout,
+        )
 
 
 def metrics_source(
@@ -95,9 +102,14 @@ def metrics_source(
     if isinstance(config, StaticMetrics):
         return StaticSource(config)
     if isinstance(config, PrometheusMetrics):
-        return PrometheusSource(config, url=endpoints.prometheus_url, compare_clocks=compare_clocks)
+        return PrometheusSource(
+            config,
+            url=endpoints.prometheus_url,
+            compare_clocks=compare_clocks,
+            within=endpoints.within,
+        )
     if isinstance(config, SentryMetrics):
-        return SentrySource(config, access=endpoints.sentry)
+        return SentrySource(config, access=endpoints.sentry, within=endpoints.within)
     return ManualSource()
 
 
