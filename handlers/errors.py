@@ -390,6 +390,6 @@ def register(app: AsyncApp) -> None:
         error: Exception, body: dict[str, Any], respond: AsyncRespond, context: AsyncBoltContext
     ) -> BoltResponse | None:
         if isinstance(error, BoltUnhandledRequestError):
-            return unused.answer(body, respond, context.get(ack_first.CONTEXT_KEY))
+            return unused.answer(body, respond, context)
         await report(error, body, respond)
         return None

@@ -6,12 +6,14 @@ listener, before the ack). With one Bolt listener per button and form, a click o
 them paid for some thirty matchers before it was acknowledged. The modules register their
 buttons (`action`) and forms (`view`) here by id instead; `register` gives Bolt one listener for
 the buttons and one for the forms, each matching exactly the ids registered, so an unknown id
-is still Bolt's unhandled request.
+is still Bolt's unhandled request. Each marks its request taken, and gives its listener an
+`ack` that stops it once made too late (`handlers.unhandled`).
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 import re
 from collections.abc import Callable
 from typing import Any
@@ -20,7 +22,10 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.web.async_client import AsyncWebClient
 
+from handlers import unhandled
 from handlers.errors import Listener
+
+log = logging.getLogger(__name__)
 
 
 class Routes:
@@ -74,9 +79,19 @@ def _routed(table: dict[str, Listener], key_of: Callable[[dict[str, Any]], str])
         request: AsyncBoltRequest,
         client: AsyncWebClient,
     ) -> None:
-        given = {"ack": ack, "body": body, "respond": respond, "request": request, "client": client}
+        request.context[unhandled.TAKEN] = True
+        given = {
+            "ack": unhandled.unless_late(ack, request.context),
+            "body": body,
+            "respond": respond,
+            "request": request,
+            "client": client,
+        }
         key = key_of(body)
-        await table[key](**{name: given[name] for name in declared[key]})
+        try:
+            await table[key](**{name: given[name] for name in declared[key]})
+        except unhandled.AnsweredLate:
+            log.warning("%s answered after Slack's 3 s, Bolt's answer sent: nothing done", key)
 
     return routed
 

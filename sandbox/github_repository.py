@@ -144,6 +144,7 @@ class SimRepository:
         `rule_environments`)."""
         self.unlisted_deployments: set[str] = set()
         """Environments whose deployments GitHub does not list yet (its lists lag its events)."""
+        self.unlisted_workflows: set[str] = set()  # paths whose runs GitHub lists not yet
         self.callbacks: list[EventCallback] = []
         """This repository's webhook receivers (`on_event`)."""
 

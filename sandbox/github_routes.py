@@ -201,15 +201,15 @@ class RunRoutes(SimulatorRoutes):
             matching = [
                 sim
                 for sim in repository.runs.values()
-                if (workflow_id is None or sim.workflow.id == workflow_id)
+                if workflow_id in (None, sim.workflow.id)
                 and _run_matches(sim, filters)
+                and sim.workflow.path not in repository.unlisted_workflows
             ]
         except ValueError as exc:
             raise invalid(
                 f"For 'created', {filters.get('created')!r} is not a valid date."
             ) from exc
-        # Newest first, as GitHub lists them (its reference promises no order): the variation
-        # mode lists them oldest first.
+        # Newest first, as GitHub lists them (its reference promises no order); variation: oldest.
         newest_first = self.sim.variation is None
         matching.sort(key=lambda sim: (sim.created_at, sim.id), reverse=newest_first)
         items = [self._run_json(repository, sim) for sim in matching]

@@ -114,6 +114,40 @@ async def test_a_click_held_up_until_its_claim_nearly_ran_out_gives_it_back_unse
         assert "is in progress" in step(message, 5)
 
 
+async def test_a_held_up_click_whose_redraw_slack_drops_still_says_in_step_5_nothing_was_sent(
+    tmp_path: Path, sqlite_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Held up until less than half its claim was left, the click sends nothing, and Slack
+    drops its redraw of step 5 (a network error, tried once more): its look, rewritten, draws
+    step 5 and only then gives the claim back. Before, the claim was given back first and
+    nothing redrew the message: step 5 said *Dispatching* for good."""
+    async with (
+        Sandbox(workdir=tmp_path, database_url=sqlite_database_url) as box,
+        held_up(box, monkeypatch) as click,
+    ):
+        message = click.message
+
+        await box.pass_time(timedelta(minutes=3))  # of its 5 minutes: its look searches on
+        box.slack.drop_next("chat.update", count=2)
+        given_back = claim_given_back(box, monkeypatch)
+        click.held.go_on.set()
+        answer = await asyncio.wait_for(click.answer, timeout=30)
+        assert answer is not None and "nothing was sent" in answer, answer
+        assert "Slack did not take step 5's redraw" in answer, answer
+
+        # Its look draws step 5 a poll interval later, then gives the claim back.
+        await asyncio.wait_for(given_back.wait(), timeout=30)
+        assert "Could not start" in step(message, 5)
+        assert "held up before it could send the dispatch" in step(message, 5)
+        assert_told_unsent(step(message, 5))
+        assert box.github.dispatches == []
+
+        answer = await box.click(RELEASE, message=message)
+        assert answer is None, answer
+        await box.slack.wait_for(lambda: "is in progress" in step(message, 5), timeout=30)
+        assert len(box.github.dispatches) == 1
+
+
 async def test_a_click_whose_claim_cannot_be_read_before_its_dispatch_sends_nothing_and_says_so(
     sqlite_database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -141,6 +175,21 @@ async def test_a_click_whose_claim_cannot_be_read_before_its_dispatch_sends_noth
         assert answer is None, answer
         await box.slack.wait_for(lambda: "is in progress" in step(message, 5), timeout=30)
         assert len(box.github.dispatches) == 1
+
+
+def claim_given_back(box: Sandbox, monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """Set once a Release click's claim is given back (from now on)."""
+    claims = box.services.npm_token.looks.claims
+    release, given_back = claims.release, asyncio.Event()
+
+    async def releasing(claim: Claim) -> bool:
+        released: bool = await release(claim)
+        if released:
+            given_back.set()
+        return released
+
+    monkeypatch.setattr(claims, "release", releasing)
+    return given_back
 
 
 def blink_claim_read(box: Sandbox, monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
@@ -271,12 +320,14 @@ async def test_a_held_up_click_whose_claim_cannot_be_given_back_leaves_its_look_
             return await give_back(claim)
 
         monkeypatch.setattr(claims, "release", blinking)
+        given_back = claim_given_back(box, monkeypatch)
         await box.click(RELEASE, message=message)
         assert blinked.is_set()
         assert box.github.dispatches == []
 
         await box.pass_time(timedelta(minutes=6))  # its look gives the claim back
-        await box.slack.wait_for(lambda: "Could not start" in step(message, 5), timeout=30)
+        await asyncio.wait_for(given_back.wait(), timeout=30)
+        assert "Could not start" in step(message, 5)
         assert_told_unsent(step(message, 5))
         answer = await box.click(RELEASE, message=message)
         assert answer is None, answer

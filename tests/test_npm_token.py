@@ -991,6 +991,44 @@ async def test_a_search_for_an_unclear_release_does_not_take_another_walkthrough
     assert f"/actions/runs/{dispatch.run_id}|Run {dispatch.run_id}>" in step(second, 5)
 
 
+async def test_a_release_github_accepted_whose_run_never_showed_is_not_said_unclearly_answered(
+    tmp_path: Path, sqlite_database_url: str
+) -> None:
+    """GitHub answered the dispatch 204 (GitHub Enterprise Server gives no run details), but
+    listed no run of it while the bot looked: step 5 says the dispatch was accepted and no run
+    was seen. Before, it said GitHub did not answer the dispatch clearly."""
+    async with Sandbox(workdir=tmp_path, database_url=sqlite_database_url, enterprise=True) as box:
+        box.github.unlisted_workflows.add(".github/workflows/release.yml")
+        message = await open_walkthrough(box)
+        await box.click(str(NpmAction.RUN_RELEASE), message=message)  # its look written
+        assert "not identified yet" in step(message, 5)
+        assert len(box.github.dispatches) == 1
+
+        await box.pass_time(timedelta(minutes=6))  # the search ends
+        await box.slack.wait_for(lambda: "Could not start" in step(message, 5), timeout=30)
+        shown = step(message, 5)
+        assert "did not answer the dispatch" not in shown, shown
+        assert "GitHub accepted the dispatch, but no run of release.yml" in shown, shown
+
+
+async def test_a_search_that_ended_redraws_step_5_though_slack_drops_that_redraw(
+    box: Sandbox,
+) -> None:
+    """The look that ends the search for an unclear dispatch's run has its redraw of step 5
+    dropped by Slack: fired again, it draws it, and only then gives the claim back. Given back
+    first, the look fired again found no claim and did nothing: *not identified yet* for good."""
+    message = await release_answered_502(box)
+    await box.pass_time(timedelta(minutes=3))
+    box.slack.drop_next("chat.update", count=2)  # the client tries a dropped call once more
+    await box.pass_time(timedelta(minutes=3))  # the search ends
+    await box.slack.wait_for(lambda: "Could not start" in step(message, 5), timeout=30)
+    assert "did not answer the dispatch clearly" in step(message, 5)
+
+    answer = await box.click(str(NpmAction.RUN_RELEASE), message=message)
+    assert answer is None, answer
+    await box.slack.wait_for(lambda: "is in progress" in step(message, 5), timeout=30)
+
+
 # -- following a Release run across a shutdown, a crash and replicas ------------------------------
 
 DONE = ":white_check_mark: done"

@@ -128,6 +128,11 @@ class RunNotIdentified(GitHubError):
 
     code = "run_not_identified"
 
+    def __init__(self, message: str, *, accepted: bool = False) -> None:
+        super().__init__(message)
+        self.accepted = accepted
+        """GitHub answered the dispatch clearly, accepting it: only its run is not told."""
+
 
 class RerunUnclear(GitHubError):
     """A re-run of a failure job whose answer was unclear, and whether GitHub did it could not

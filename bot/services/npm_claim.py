@@ -23,11 +23,12 @@ found no run, or another click taken Release over.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from bot.domain.controls import StaleCard
 from bot.domain.errors import GitHubError, RolloutError
-from bot.domain.npm import Walkthrough, clip_error
+from bot.domain.npm import ReleaseFollow, ReleasePhase, Walkthrough, clip_error
 from bot.domain.plan import NpmRelease
 from bot.services.acting import still_held
 from bot.services.exactly_once import ExactlyOnce
@@ -37,6 +38,9 @@ from bot.services.records import Claim
 from bot.services.store_ports import Claims
 
 log = logging.getLogger(__name__)
+
+
+AGAIN = "Click Release again."
 
 
 class ReleaseAlreadyRunning(RolloutError):
@@ -114,14 +118,40 @@ class ReleaseClaimer:
         if not held:
             raise ClaimLost(claim.key)
 
-    async def give_back(self, claim: Claim, look: ReleaseLook) -> bool:
-        """A held-up click's claim given back, if still its own; should that fail (the database
-        away), its look is rewritten to give it back (`ReleaseLooks.unsent`)."""
+    async def give_back(
+        self,
+        claim: Claim,
+        look: ReleaseLook,
+        draw: Callable[[ReleaseFollow], Awaitable[object]],
+    ) -> bool:
+        """A held-up click's claim, if still its own, given back once step 5 (`draw`) says why
+        nothing was sent: drawn first, so that a redraw Slack drops is left to its look,
+        rewritten to draw it and then give the claim back (`ReleaseLooks.unsent`); the same
+        when the database fails. Given back first, a dropped redraw left "Dispatching" for good
+        (a look whose claim is gone does nothing). False: the claim is another's, or gone."""
+        told = self.held_up().message
         try:
-            return await self.claims.release(claim)
+            held = await self.claims.get(claim.key)
+            if held is None or held.holder != claim.holder:
+                return False
+            try:
+                await draw(
+                    look.release.model_copy(
+                        update={"phase": ReleasePhase.NOT_STARTED, "error": clip_error(told)}
+                    )
+                )
+            except Exception:
+                log.warning("npm-token: Slack did not take step 5 of %s", claim.key, exc_info=True)
+            else:
+                return await self.claims.release(claim)
         except Exception:
-            await self.looks.unsent(look, self.held_up().message)
+            await self.looks.unsent(look, told)
             raise
+        await self.looks.unsent(look, told)
+        raise ReleaseNotSent(
+            f"{told.removesuffix(AGAIN)}Slack did not take step 5's redraw: the bot draws it "
+            "again in a moment, and Release can be clicked again once step 5 says so."
+        )
 
     @staticmethod
     def held_up() -> ReleaseNotSent:
@@ -130,7 +160,7 @@ class ReleaseClaimer:
         return ReleaseNotSent(
             "The bot was held up before it could send the dispatch, until less than half of "
             "the click's claim on Release was left: nothing was sent, so that it cannot start "
-            "a Release beside another click's. Click Release again."
+            f"a Release beside another click's. {AGAIN}"
         )
 
     async def not_sent(self, claim: Claim) -> ReleaseNotSent:

@@ -34,10 +34,10 @@ from bot.domain.npm import (
     Walkthrough,
     clip_error,
 )
-from bot.domain.npm_run import assess_run
 from bot.domain.plan import NpmRelease
 from bot.domain.reasons import Reason
 from bot.domain.rollout import DISPATCH_SEARCH
+from bot.services.npm_judged import judged
 from bot.services.ports import Clock, ReleaseGateway
 from bot.services.records import Claim, ClaimState, Timer
 from bot.services.store_ports import Claims, Timers
@@ -84,6 +84,9 @@ class ReleaseLook(BaseModel):
     until: datetime
     """The run is looked for (no run id yet), or followed, until then."""
     number: int = 0
+    accepted: bool | None = None
+    """GitHub answered the dispatch clearly, accepting it (its run not told yet): a search that
+    ends finding none says so (an older replica ignores the field)."""
 
     @property
     def message(self) -> MessageRef:
@@ -148,8 +151,7 @@ class ReleaseLooks:
     async def first(
         self, message: MessageRef, shown: Walkthrough, claim: Claim, dispatched_at: datetime
     ) -> ReleaseLook:
-        """Written before the dispatch: due a lease later, unless the dispatch's outcome
-        replaces it (`next`, then `cancel`)."""
+        """Written before the dispatch, due a lease later unless its outcome replaces it."""
         due = dispatched_at + self.pace.resume_after
         look = _first_look(message, shown, claim, dispatched_at, until=due + self.pace.search_for)
         await self._write(look, due)
@@ -199,33 +201,43 @@ class ReleaseLooks:
         return looks
 
     async def unsent(self, look: ReleaseLook, why: str) -> None:
-        """The click sent nothing and kept its claim (the database away): `look` is replaced by
-        one that gives the claim back and says `why` in step 5, never that GitHub's answer was
-        unclear. Should that fail too (the database still away), `look` does it, searching."""
+        """The click sent nothing and kept its claim (the database away, or Slack dropped its
+        redraw): a look instead of `look` draws step 5 saying `why` (never that GitHub's answer
+        was unclear), then gives the claim back; failing that, the chain does it, searching."""
         failed = look.release.model_copy(
             update={"phase": ReleasePhase.NOT_STARTED, "error": clip_error(why)}
         )
         try:
-            await self.next(look, look.walkthrough.model_copy(update={"release": failed}))
-            await self.cancel(look)
+            await self.instead(look, look.walkthrough.model_copy(update={"release": failed}))
         except Exception:
             log.warning("npm-token: could not record that %s sent nothing", look.key, exc_info=True)
+
+    async def instead(self, look: ReleaseLook, shown: Walkthrough, **update: object) -> None:
+        """A look showing `shown` (and `update`) instead of `look`, due a poll interval later,
+        after the newest of its chain (`look` may have fired, the bot slow to dispatch), which
+        then finds the chain gone on without it; one written meanwhile takes the next key."""
+        ending = look.model_copy(update={"walkthrough": shown, "number": look.number + 1, **update})
+        written = None
+        while written is None or written.payload != _payload(ending):
+            while await self.timers.get(key=ending.key) is not None:
+                ending = ending.model_copy(update={"number": ending.number + 1})
+            written = await self._write(ending, self.clock() + self.pace.every)
+        await self.cancel(look)
 
     async def cancel(self, look: ReleaseLook) -> None:
         await self.timers.cancel(key=look.key, now=self.clock())
 
-    async def _write(self, look: ReleaseLook, due: datetime) -> None:
-        await self.timers.schedule(
+    async def _write(self, look: ReleaseLook, due: datetime) -> Timer:
+        written = await self.timers.schedule(
             key=look.key,
             kind=RELEASE_TIMER,
             due_at=due,
             now=self.clock(),
-            # Empty fields left out, as in the buttons: an older replica, which forbids the
-            # fields it does not know, still reads a look that uses none of them.
-            payload=look.model_dump(mode="json", exclude_none=True),
+            payload=_payload(look),
             service=self.service,
         )
         self.timers_changed()
+        return written
 
     # -- firing ---------------------------------------------------------------------------------
 
@@ -296,27 +308,26 @@ class ReleaseLooks:
         if self.clock() < look.until:
             await self.next(look, look.walkthrough)
             return
-        await self.claims.release(look.claim())
         minutes = int(self.pace.search_for.total_seconds() // 60)
-        # An unclear answer is in the step (`RunNotIdentified`); none, the first look fired:
-        # the dispatch's outcome was never recorded (its click may not even have sent it).
+        # What GitHub answered is in the step (`RunNotIdentified`); nothing, the first look
+        # fired: the dispatch's outcome was never recorded (its click may not even have sent it).
         why = (
-            "GitHub did not answer the dispatch clearly"
+            "GitHub accepted the dispatch, but"
+            if look.accepted
+            else "GitHub did not answer the dispatch clearly, and"
             if look.release.error
             else "The bot could not record whether it sent the dispatch (it stopped, or its "
-            "database failed, then)"
+            "database failed, then), and"
         )
-        absent = look.release.model_copy(
-            update={
-                "phase": ReleasePhase.NOT_STARTED,
-                "error": clip_error(
-                    f"{why}, and no run of {self.npm.workflow} by the bot appeared within "
-                    f"{minutes} minutes. Check its runs on GitHub before running it again."
-                ),
-            }
+        said = clip_error(
+            f"{why} no run of {self.npm.workflow} by the bot appeared within {minutes} minutes. "
+            "Check its runs on GitHub before running it again."
         )
+        absent = look.release.model_copy(update={"phase": ReleasePhase.NOT_STARTED, "error": said})
         log.warning("npm-token: no Release run appeared; the dispatch is taken as not started")
+        # Drawn before the claim is given back: a redraw that fails is retried with it.
         await self.redraw(look.message, look.walkthrough, absent)
+        await self.claims.release(look.claim())
 
     async def follow(
         self, look: ReleaseLook, shown: Walkthrough, release: ReleaseFollow, run_id: int
@@ -368,6 +379,12 @@ class ReleaseLooks:
         await self.redraw(look.message, look.walkthrough, done)
 
 
+def _payload(look: ReleaseLook) -> dict[str, object]:
+    # Empty fields left out, as in the buttons: an older replica, which forbids the fields it
+    # does not know, still reads a look that uses none of them.
+    return look.model_dump(mode="json", exclude_none=True)
+
+
 def _first_look(
     message: MessageRef, shown: Walkthrough, claim: Claim, dispatched_at: datetime, until: datetime
 ) -> ReleaseLook:
@@ -381,18 +398,3 @@ def _first_look(
         dispatched_at=dispatched_at,
         until=until,
     )
-
-
-async def judged(github: ReleaseGateway, run: ReleaseRun | None, npm: NpmRelease) -> RunCheck:
-    """The run's job, its steps and (once it completed) its log, judged."""
-    if run is None or not run.completed:
-        return assess_run(run, None, None, npm=npm)
-    job = await github.release_job(run_id=run.run_id, name=npm.job)
-    text: str | None = None
-    unavailable: str | None = None
-    if job is not None and job.status == "completed" and job.conclusion != "skipped":
-        try:
-            text = await github.job_log(job.job_id)
-        except GitHubError as error:
-            unavailable = error.message
-    return assess_run(run, job, text, npm=npm, log_unavailable=unavailable)

@@ -44,12 +44,12 @@ from bot.services.authz import Approvers
 from bot.services.exactly_once import ExactlyOnce
 from bot.services.lane import ReleaseLane
 from bot.services.npm_claim import ClaimLost, ClaimUnread, ReleaseAlreadyRunning, ReleaseClaimer
+from bot.services.npm_judged import judged
 from bot.services.npm_release import (
     LookPace,
     MessageRef,
     ReleaseLook,
     ReleaseLooks,
-    judged,
     release_claim_key,
 )
 from bot.services.ports import Clock, ReleaseGateway
@@ -301,17 +301,12 @@ class NpmTokenService:
             )
         except ClaimLost:  # held up past its claim: nothing was sent, nor will be
             log.warning("npm-token: %s's Release click was held up past its claim: not sent", actor)
-            # The claim before the look: should its give-back fail (the database away), the
-            # look, rewritten, gives it back (and step 5 says why); a look whose claim is gone
-            # does nothing.
-            if await self._claimer.give_back(claim, look):  # its looks follow nothing now
-                late = self._claimer.held_up()
-                failed = dispatching.model_copy(
-                    update={"phase": ReleasePhase.NOT_STARTED, "error": clip_error(late.message)}
-                )
-                await self._set_release(message, shown, failed)
+            # Step 5 drawn, then the claim given back, then the look cancelled: should the
+            # redraw or the database fail, the look, rewritten, does the rest.
+            draw = partial(self._set_release, message, shown)
+            if await self._claimer.give_back(claim, look, draw):  # its looks follow nothing now
                 await self.looks.cancel(look)
-                raise late from None
+                raise self._claimer.held_up() from None
             await self.looks.cancel(look)
             async with self._lock:  # the walkthrough went on without it: Slack shows it newer
                 self._latest.pop(message, None)
@@ -327,7 +322,8 @@ class NpmTokenService:
             searching = dispatching.model_copy(update={"error": _why(error)})
             drawn = await self._set_release(message, shown, searching)
             until = dispatched_at + self.looks.pace.search_for
-            await self.looks.next(look, drawn, until=until)
+            accepted = error.accepted or None  # a 204, its run not told
+            await self.looks.instead(look, drawn, until=until, accepted=accepted)
         except GitHubError as error:
             await self.looks.cancel(look)  # before the claim: the click may be repeated then
             await self._claims.release(claim)  # nothing started

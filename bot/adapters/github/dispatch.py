@@ -210,7 +210,8 @@ class WorkflowDispatch:
                     f"identified unambiguously: {len(candidates)} runs by the bot's account "
                     f"since {_iso(dispatched_at)} ({links}). Cancel the stray run on GitHub: "
                     "the bot keeps looking and takes the run once it is the only one "
-                    "(after 10 minutes it returns the rollout to its preflight)."
+                    "(after 10 minutes it returns the rollout to its preflight).",
+                    accepted=unclear is None,
                 )
         _log.warning("GitHub: dispatched %s on %s: no run appeared", workflow_file, ref)
         accepted = (
@@ -222,7 +223,8 @@ class WorkflowDispatch:
         raise RunNotIdentified(
             f"{accepted}, but no run of it appeared after {self._search.attempts} looks. The bot "
             "keeps looking, and nobody can dispatch again until the run is found or the search "
-            "ends. Check the workflow's runs on GitHub."
+            "ends. Check the workflow's runs on GitHub.",
+            accepted=unclear is None,
         )
 
     async def dispatched_runs(
