@@ -7,6 +7,7 @@ told as possibly a bypass, in words that say the bot's answer may not have reach
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from test_protection_rules import app_box
 from bot.adapters.github import protection_rules as rules_module
 from bot.domain.protection_rules import ANSWER_REACH, RuleRequest
 from bot.domain.rollout import Rollout, StageState
+from bot.services.actions import PeoplesActions
 from sandbox.harness import Sandbox
 
 pytestmark = pytest.mark.story
@@ -111,6 +113,11 @@ def test_only_a_start_past_the_bound_after_a_dated_answer_is_late() -> None:
         timedelta(seconds=1)
     )
     assert marked.started_late(None) is None
+    # Closed before its post had ended at the latest: by the post, GitHub's reply seen.
+    seen = replace(marked, answer="approved", answered_at=at - timedelta(seconds=1))
+    assert seen.started_late(at + timedelta(hours=1)) is None
+    looked = replace(seen, answered_at=at + timedelta(hours=1))  # a look closed it after
+    assert looked.started_late(at + timedelta(hours=1)) == timedelta(hours=1)
     later = at + timedelta(hours=1)
     for unmarked in (
         RuleRequest(1, "relay-rollout-50", 7, at, sent="approved"),
@@ -121,3 +128,46 @@ def test_only_a_start_past_the_bound_after_a_dated_answer_is_late() -> None:
 
 async def run_id(box: Sandbox) -> int:
     return (await box.rollout()).run_id or 0
+
+
+@pytest.mark.database_matters  # the request is read back closed, with its stored `sent_at`
+async def test_a_slow_runner_after_an_approval_github_took_is_no_possible_bypass(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GitHub answered the Promote's approval (applied: the request closed with it), then the
+    replica died before the promotion was saved; a busy self-hosted runner took 50% 5.5
+    minutes later. The bot saw GitHub apply its answer: the start is its approval, never told
+    as possibly an admin's bypass (`RuleRequest.started_late` is for an answer whose outcome
+    the bot never learned)."""
+    async with app_box(tmp_path, database_url) as box:
+        await dispatched(box)
+        await box.wait_until(holding("relay", "canary"))
+        promote = await value_of(box, "promote", "relay")
+        engine = box.github.engine
+        runner_took = timedelta(minutes=5, seconds=30)
+        begin = engine._begin
+
+        def slow_runner(run: Any, job: Any, at: datetime) -> None:
+            begin(run, job, at + runner_took if job.environment == "relay-rollout-50" else at)
+
+        async def dies(*args: Any, **kwargs: Any) -> object:
+            raise ReplicaDied("the replica died after GitHub applied the approval")
+
+        monkeypatch.setattr(engine, "_begin", slow_runner)
+        monkeypatch.setattr(PeoplesActions, "_save_promotion", dies)
+        await box.click("promote", value=promote)
+        monkeypatch.undo()
+        rollout = await box.rollout()
+        (half,) = [
+            r
+            for r in await box.services.webhooks.rules.for_run(rollout.run_id or 0)
+            if r.named("relay-rollout-50")
+        ]
+        assert (half.answer, half.sent) == ("approved", "approved")  # GitHub's reply seen
+        assert rollout.track("relay").stage("half").state is StageState.PENDING
+        box.clock.advance(runner_took)
+        await box.services.rollouts.reconcile(rollout.id)
+
+        await box.slack.wait_for(lambda: any(STARTED in line for line in box.thread()))
+        told = [line for line in box.thread() if STARTED in line]
+        assert len(told) == 1 and APPLIED_UNSEEN in told[0], told

@@ -84,8 +84,12 @@ class RuleRequest:
         `started_at`, GitHub's, when later than `ANSWER_REACH` after it: the bot's answer may
         never have reached GitHub (its replica died in the middle of the post), and the job
         may have been started past its protection rules. None when the job started in time,
-        or either time is not known."""
+        either time is not known, or the request was closed before its post had ended at the
+        latest (`answered_at`): by the post itself, GitHub's reply (or read-back) seen applying
+        it, so a runner that took the job late is no sign of a bypass."""
         if self.sent is None or self.sent_at is None or started_at is None:
+            return None
+        if self.answered_at is not None and self.answered_at < self.sent_at:
             return None
         late = started_at - self.sent_at
         return late if late > ANSWER_REACH else None

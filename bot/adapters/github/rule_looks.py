@@ -42,8 +42,9 @@ class RuleLooks:
         an earlier attempt's tells nothing of this one's job), and the look acted on tells it
         too: one closed with the answer the bot posted (`sent` kept, `let_go_unseen`), among
         `applied_unseen`; one closed as `gone`, among `bypassed`. One closed with the answer
-        the bot posted whose job GitHub started later than `ANSWER_REACH` after the post had
-        ended (`sent_at`: its replica may have died in the middle) is among `late_starts`
+        the bot posted, its outcome never learned, whose job GitHub started later than
+        `ANSWER_REACH` after the post had ended (`sent_at`: its replica may have died in the
+        middle; `RuleRequest.started_late`) is among `late_starts`
         instead: the answer may not have reached GitHub, the start may be an admin's bypass."""
         moved = [r for r in known if r.open and self.moved_on(r, snapshot)]
         latest = [
