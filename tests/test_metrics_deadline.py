@@ -193,10 +193,11 @@ async def test_a_sentry_that_never_answers_is_inconclusive_by_the_deadline() -> 
 
 async def test_a_late_gate_reads_its_two_windows_within_one_deadline() -> None:
     """A late gate reads its window and the latest stretch: one after the other, a dead
-    Prometheus held it two deadlines; both are asked at once."""
+    Prometheus held it two deadlines; both are asked at once. (3 s: both requests reach the
+    server within it even on a loaded machine.)"""
     latest = replace(WINDOW, start=WINDOW.start + timedelta(hours=1), end=NOW + timedelta(hours=1))
     async with Stalling(hang="all") as server:
-        judged, took = await timed(read_gate(prometheus(server, within=1), RELAY, (WINDOW, latest)))
+        judged, took = await timed(read_gate(prometheus(server, within=3), RELAY, (WINDOW, latest)))
     assert server.most_in_flight == 2
     assert took < EACH / 3, took
     assert judged is not None and judged[0].verdict is Verdict.INCONCLUSIVE
