@@ -28,7 +28,7 @@ from bot.logs import password_forms
 from bot.plan_file import load_plan, read_text
 from bot.service_file import load_services
 from bot.settings.github import GitHubSettings
-from bot.settings.metrics import MetricsSettings
+from bot.settings.metrics import READ_WITHIN, GateMetricsTimeout, MetricsSettings
 from bot.settings.services import OneServiceSettings, ServicesFileSettings
 from bot.settings.slack import SlackSettings
 from bot.settings.timing import TimingSettings
@@ -95,9 +95,11 @@ class DatabaseSettings(BaseSettings):
 
 
 class PrometheusSettings(DatabaseSettings):
-    """Just PROMETHEUS_URL: all that `rollout-bot backtest` needs."""
+    """Just PROMETHEUS_URL and GATE_METRICS_TIMEOUT: all that `rollout-bot backtest` needs."""
 
     prometheus_url: AnyHttpUrl
+    gate_metrics_timeout: GateMetricsTimeout = READ_WITHIN
+    """How long each window's reading may take in all, as a gate's."""
 
 
 class Settings(

@@ -268,6 +268,26 @@ async def test_an_unreachable_prometheus_is_exit_1(
     )
 
 
+async def test_a_prometheus_that_never_answers_ends_by_gate_metrics_timeout(
+    run: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The backtest reads as the gates do, within GATE_METRICS_TIMEOUT: a Prometheus that takes
+    the connection and never answers is given that long, and the error names it (it was given
+    the default 10 s, named as the setting it did not read)."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # the kernel takes the connection; nothing ever answers it
+        port = silent.getsockname()[1]
+        monkeypatch.setenv("PROMETHEUS_URL", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("GATE_METRICS_TIMEOUT", "0.5")
+        status, out, err = await run("--from", day(0), "--to", day(1))
+    assert (status, out) == (1, "")
+    assert err == (
+        f"rollout-bot backtest: Prometheus at http://127.0.0.1:{port} did not answer within "
+        "0.5 s (GATE_METRICS_TIMEOUT, last: no answer)\n"
+    )
+
+
 async def test_the_prometheus_password_is_scrubbed_in_both_its_forms(
     run: Callable[..., Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -81,15 +81,17 @@ def main(args: Sequence[str], *, clock: Callable[[], datetime] = utc_now) -> int
     except RolloutError as error:  # bad usage, a bad plan, a range or stage it cannot replay
         sys.stderr.write(f"{PROG}: {error.message}\n")
         return EXIT_USAGE
-    url = str(settings.prometheus_url)
+    url, within = str(settings.prometheus_url), settings.gate_metrics_timeout
     # A window without data is in the report; the source's warning about it is not for stderr.
     configure_logging(level="ERROR", fmt="text", secrets=sorted(password_forms(url)))
 
     def source(metrics: PrometheusMetrics) -> PrometheusSource:
-        return PrometheusSource(metrics, url=url, clock=clock, charts=False, compare_clocks=False)
+        return PrometheusSource(
+            metrics, url=url, clock=clock, charts=False, compare_clocks=False, within=within
+        )
 
     async def read_and_judge() -> Backtest:
-        await check_clock(url)  # whether it answers: the windows are past ones
+        await check_clock(url, within=within)  # whether it answers: the windows are past ones
         return await backtest(prepared, sources=source)
 
     try:

@@ -3,6 +3,8 @@ only when a configured plan reads from that source."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import AnyHttpUrl, BaseModel, Field, SecretStr, ValidationInfo, field_validator
 
 from bot.config_checks import metrics_sources
@@ -12,6 +14,9 @@ READ_WITHIN = 10.0
 again or not, and their waits. A request took up to 10 s and was asked again for 3 s more, and a
 reading asks in turn (Prometheus's clock, then the queries; Sentry again by the hour): a dead
 Prometheus held a late gate's verdict (two windows) 23 s."""
+
+GateMetricsTimeout = Annotated[float, Field(gt=0, le=120)]
+"""GATE_METRICS_TIMEOUT: more than 0 seconds, at most 120 (the gates', and the backtest's)."""
 
 
 class MetricsSettings(BaseModel):
@@ -24,7 +29,7 @@ class MetricsSettings(BaseModel):
     sentry_project: str | None = Field(default=None, pattern=r"^[0-9]+$")
     """The numeric project id: Sentry's sessions API filters projects by id."""
     sentry_token: SecretStr | None = Field(default=None, validate_default=True)
-    gate_metrics_timeout: float = Field(default=READ_WITHIN, gt=0, le=120)
+    gate_metrics_timeout: GateMetricsTimeout = READ_WITHIN
     """Seconds a gate's reading of its live source may take in all (`bot.adapters.metrics.live`):
     after them the gate says INCONCLUSIVE (a closing window's verdict, a Re-evaluate's, waits)."""
 
